@@ -1,0 +1,122 @@
+"""`kubepci scan`: load inputs, assess, render, pick the exit code."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from kubepci.assess import assess
+from kubepci.checks import default_catalog
+from kubepci.config import Config, load_config
+from kubepci.errors import InputError, UsageError
+from kubepci.inventory import Inventory
+from kubepci.inventory.loaders.sources import SourceOptions, load_sources
+from kubepci.model import Severity
+from kubepci.reporters import FORMATS, render
+from kubepci.reporters.terminal import print_report
+from kubepci.requirements import load_tree
+from kubepci.waivers import Waiver, load_waivers
+
+__all__ = ["ScanArgs", "run_scan"]
+
+_PROGRESS_MIN_RESOURCES = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class ScanArgs:
+    paths: tuple[str, ...]
+    config_path: Path | None
+    waivers_path: Path | None
+    fmt: str
+    output_file: Path | None
+    report_dir: Path | None
+    details: bool
+    fail_on: str
+    strict: bool
+    values_files: tuple[Path, ...]
+    set_values: tuple[str, ...]
+    now: dt.datetime
+    only_checks: tuple[str, ...] = ()
+
+
+def _config(args: ScanArgs) -> Config:
+    if args.config_path is not None:
+        return load_config(args.config_path)
+    if len(args.paths) == 1 and args.paths[0] != "-":
+        candidate = Path(args.paths[0]) / "kubepci.yaml"
+        if candidate.is_file():
+            return load_config(candidate)
+    return Config()
+
+
+def _waivers(args: ScanArgs, config: Config) -> tuple[tuple[Waiver, ...], Path | None]:
+    path = args.waivers_path or config.waivers_path
+    if path is None:
+        return (), None
+    return load_waivers(path), path
+
+
+def run_scan(args: ScanArgs) -> int:
+    if args.fmt != "table" and args.fmt not in FORMATS:
+        raise UsageError(f"unknown output format {args.fmt!r} (table, {', '.join(sorted(FORMATS))})")
+    config = _config(args)
+    waivers, waivers_file = _waivers(args, config)
+    exclude = {p.resolve() for p in (args.config_path, waivers_file) if p is not None}
+    if config.source != "(defaults)":
+        exclude.add(Path(config.source).resolve())
+    stdin_text = sys.stdin.read() if "-" in args.paths else None
+    loaded = load_sources(
+        args.paths,
+        SourceOptions(args.values_files, args.set_values, frozenset(exclude)),
+        stdin_text=stdin_text,
+    )
+    if not loaded.resources and (loaded.unreadable or not loaded.inputs):
+        reasons = "; ".join(f"{u.location}: {u.reason}" for u in loaded.unreadable[:5]) or "no manifests found"
+        raise InputError(f"nothing could be read ({reasons})")
+    inventory = Inventory.build(loaded.resources, loaded.unreadable, loaded.inputs)
+    catalog = default_catalog()
+    if args.only_checks:
+        unknown = sorted(set(args.only_checks) - {c.id for c in catalog})
+        if unknown:
+            raise UsageError(f"unknown check ids: {', '.join(unknown)}")
+        catalog = catalog.select(args.only_checks)
+    fail_on = None if args.fail_on == "none" else Severity.parse(args.fail_on)
+    err = Console(stderr=True)
+    show_progress = err.is_terminal and len(inventory.resources) >= _PROGRESS_MIN_RESOURCES
+    if show_progress:
+        with Progress(TextColumn("checks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=True) as bar:
+            task = bar.add_task("checks", total=len(catalog))
+            report = assess(inventory, config, catalog, load_tree(), now=args.now, waivers=waivers,
+                            fail_on=fail_on, progress=lambda done, _total: bar.update(task, completed=done))
+    else:
+        report = assess(inventory, config, catalog, load_tree(), now=args.now, waivers=waivers, fail_on=fail_on)
+    if args.report_dir is not None:
+        args.report_dir.mkdir(parents=True, exist_ok=True)
+        for name in sorted(FORMATS):
+            target = args.report_dir / f"kubepci-report.{_suffix(name)}"
+            target.write_bytes(render(report, name))
+        err.print(f"reports written to {args.report_dir}/ ({', '.join(sorted(FORMATS))})", highlight=False)
+    if args.fmt == "table":
+        print_report(report, Console(), details=args.details)
+        if args.output_file is not None:
+            args.output_file.write_bytes(render(report, "json"))
+    else:
+        data = render(report, args.fmt)
+        if args.output_file is not None:
+            args.output_file.write_bytes(data)
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+    if args.strict and report.unreadable:
+        return 3
+    return report.exit_code
+
+
+def _suffix(fmt: str) -> str:
+    return {"sarif": "sarif.json", "junit": "junit.xml", "html": "html", "oscal": "oscal.json"}.get(fmt, fmt)

@@ -1,0 +1,282 @@
+"""The Inventory: every object of a scan, indexed, plus the Workload view.
+
+The Workload view normalises the eight kinds that carry a pod template so a check about pods is
+written once and reports the full field path of the object it actually read.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubepci.model import Resource, ResourceRef, SourceLocation, Unreadable
+
+__all__ = [
+    "CONTAINER_FIELDS",
+    "WORKLOAD_KINDS",
+    "Container",
+    "Inventory",
+    "NamespaceInfo",
+    "Workload",
+    "workload_of",
+    "CLUSTER_SCOPED_KINDS",
+]
+
+#: kind -> dotted path of the pod spec inside the object
+WORKLOAD_KINDS: Mapping[str, tuple[str, ...]] = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "ReplicationController": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+
+CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+def _get(obj: Any, keys: Sequence[str]) -> Any:
+    for key in keys:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """One container of a pod spec with the path prefix findings should use."""
+
+    field: str  # containers | initContainers | ephemeralContainers
+    index: int
+    name: str
+    body: Mapping[str, Any]
+    path: str  # e.g. spec.template.spec.containers[0]
+
+    @property
+    def security_context(self) -> Mapping[str, Any]:
+        sc = self.body.get("securityContext")
+        return sc if isinstance(sc, Mapping) else _EMPTY
+
+    @property
+    def image(self) -> str:
+        image = self.body.get("image")
+        return image if isinstance(image, str) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A pod-template-carrying object seen through its pod spec."""
+
+    resource: Resource
+    pod_spec: Mapping[str, Any]
+    pod_metadata: Mapping[str, Any]
+    spec_path: str
+    containers: tuple[Container, ...]
+
+    @property
+    def ref(self) -> ResourceRef:
+        return self.resource.ref
+
+    @property
+    def namespace(self) -> str:
+        return self.resource.namespace
+
+    @property
+    def pod_labels(self) -> Mapping[str, str]:
+        labels = self.pod_metadata.get("labels")
+        return labels if isinstance(labels, Mapping) else _EMPTY
+
+    @property
+    def pod_annotations(self) -> Mapping[str, str]:
+        ann = self.pod_metadata.get("annotations")
+        return ann if isinstance(ann, Mapping) else _EMPTY
+
+    @property
+    def pod_security_context(self) -> Mapping[str, Any]:
+        sc = self.pod_spec.get("securityContext")
+        return sc if isinstance(sc, Mapping) else _EMPTY
+
+    def spec_field(self, name: str) -> str:
+        return f"{self.spec_path}.{name}"
+
+    def volumes(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        vols = self.pod_spec.get("volumes")
+        if isinstance(vols, list):
+            for i, vol in enumerate(vols):
+                if isinstance(vol, Mapping):
+                    yield f"{self.spec_path}.volumes[{i}]", vol
+
+
+def workload_of(resource: Resource) -> Workload | None:
+    """Build the Workload view of ``resource`` or None if it carries no pod spec."""
+    keys = WORKLOAD_KINDS.get(resource.kind)
+    if keys is None:
+        return None
+    pod_spec = _get(resource.body, keys)
+    if not isinstance(pod_spec, Mapping):
+        return None
+    if resource.kind == "Pod":
+        pod_meta: Any = resource.body.get("metadata")
+    else:
+        pod_meta = _get(resource.body, (*keys[:-1], "metadata"))
+    spec_path = ".".join(keys)
+    containers: list[Container] = []
+    for fname in CONTAINER_FIELDS:
+        items = pod_spec.get(fname)
+        if not isinstance(items, list):
+            continue
+        for i, c in enumerate(items):
+            if isinstance(c, Mapping):
+                name = c.get("name")
+                containers.append(
+                    Container(fname, i, name if isinstance(name, str) else f"#{i}", c, f"{spec_path}.{fname}[{i}]")
+                )
+    return Workload(
+        resource,
+        pod_spec,
+        pod_meta if isinstance(pod_meta, Mapping) else _EMPTY,
+        spec_path,
+        tuple(containers),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceInfo:
+    """A namespace known to the scan: declared by a Namespace object or only referenced."""
+
+    name: str
+    resource: Resource  # the Namespace object, or a synthetic one when only referenced
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.resource.labels
+
+    @property
+    def declared(self) -> bool:
+        return not self.resource.synthetic
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    """Immutable, indexed set of resources for one evaluation."""
+
+    resources: tuple[Resource, ...]
+    unreadable: tuple[Unreadable, ...] = ()
+    inputs: tuple[tuple[str, str], ...] = ()
+    by_kind: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
+    by_namespace_kind: Mapping[tuple[str, str], tuple[Resource, ...]] = field(default_factory=dict)
+    namespaces: Mapping[str, NamespaceInfo] = field(default_factory=dict)
+    workloads: tuple[Workload, ...] = ()
+    nodes: Mapping[str, Resource] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        resources: Iterable[Resource],
+        unreadable: Iterable[Unreadable] = (),
+        inputs: Iterable[tuple[str, str]] = (),
+        default_namespace: str = "default",
+    ) -> Inventory:
+        """Index resources. Namespaced objects without a namespace land in ``default_namespace``,
+        as ``kubectl apply`` would put them; cluster-scoped kinds keep an empty namespace."""
+        res_list: list[Resource] = []
+        for r in resources:
+            if not r.namespace and r.kind not in CLUSTER_SCOPED_KINDS:
+                r = Resource(
+                    ResourceRef(default_namespace, r.kind, r.name, r.ref.api_version), r.body, r.location, r.synthetic
+                )
+            elif r.namespace and r.kind in CLUSTER_SCOPED_KINDS:
+                r = Resource(ResourceRef("", r.kind, r.name, r.ref.api_version), r.body, r.location, r.synthetic)
+            res_list.append(r)
+        by_kind: dict[str, list[Resource]] = defaultdict(list)
+        by_ns_kind: dict[tuple[str, str], list[Resource]] = defaultdict(list)
+        namespaces: dict[str, NamespaceInfo] = {}
+        workloads: list[Workload] = []
+        nodes: dict[str, Resource] = {}
+        for r in res_list:
+            by_kind[r.kind].append(r)
+            if r.namespace:
+                by_ns_kind[(r.namespace, r.kind)].append(r)
+            if r.kind == "Namespace":
+                namespaces[r.name] = NamespaceInfo(r.name, r)
+            elif r.kind == "Node":
+                nodes[r.name] = r
+            else:
+                wl = workload_of(r)
+                if wl is not None:
+                    workloads.append(wl)
+        for r in res_list:
+            if r.namespace and r.namespace not in namespaces:
+                synthetic = Resource(
+                    ResourceRef("", "Namespace", r.namespace, "v1"),
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": r.namespace}},
+                    SourceLocation("(referenced)"),
+                    synthetic=True,
+                )
+                namespaces[r.namespace] = NamespaceInfo(r.namespace, synthetic)
+        return cls(
+            resources=tuple(res_list),
+            unreadable=tuple(unreadable),
+            inputs=tuple(inputs),
+            by_kind={k: tuple(v) for k, v in by_kind.items()},
+            by_namespace_kind={k: tuple(v) for k, v in by_ns_kind.items()},
+            namespaces=dict(sorted(namespaces.items())),
+            workloads=tuple(workloads),
+            nodes=nodes,
+        )
+
+    def of_kind(self, kind: str) -> tuple[Resource, ...]:
+        return self.by_kind.get(kind, ())
+
+    def in_namespace(self, namespace: str, kind: str) -> tuple[Resource, ...]:
+        return self.by_namespace_kind.get((namespace, kind), ())
+
+    def workloads_in(self, namespace: str) -> Iterator[Workload]:
+        return (w for w in self.workloads if w.namespace == namespace)
+
+
+#: kinds that are not namespaced (built-ins and the common CRDs the catalog reads)
+CLUSTER_SCOPED_KINDS = frozenset(
+    {
+        "Namespace",
+        "Node",
+        "PersistentVolume",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "StorageClass",
+        "CustomResourceDefinition",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
+        "PriorityClass",
+        "RuntimeClass",
+        "IngressClass",
+        "APIService",
+        "CertificateSigningRequest",
+        "CSIDriver",
+        "CSINode",
+        "VolumeAttachment",
+        "PodSecurityPolicy",
+        "ClusterIssuer",
+        "AdminNetworkPolicy",
+        "BaselineAdminNetworkPolicy",
+        "ClusterNetworkPolicy",
+        "CiliumClusterwideNetworkPolicy",
+        "GlobalNetworkPolicy",
+        "GlobalNetworkSet",
+        "HostEndpoint",
+        "GatewayClass",
+        "FlowSchema",
+        "PriorityLevelConfiguration",
+    }
+)

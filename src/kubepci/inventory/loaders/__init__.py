@@ -1,0 +1,1 @@
+"""Loaders turn sources (files, Helm charts, Kustomize dirs, clusters) into resources."""

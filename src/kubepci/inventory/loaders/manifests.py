@@ -1,0 +1,191 @@
+"""Read Kubernetes manifests (YAML or JSON) from files, directories and stdin.
+
+Documents are split on ``---`` lines before parsing so each one keeps its own 1-based start line
+and one broken document never hides the others. Parsing uses libyaml's safe loader.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubepci.model import Resource, ResourceRef, SourceLocation, Unreadable
+
+__all__ = [
+    "MANIFEST_SUFFIXES",
+    "LoadResult",
+    "iter_manifest_files",
+    "load_paths",
+    "parse_text",
+    "resources_from_object",
+]
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+try:  # libyaml is in every wheel we lock; fall back only so a source build still works
+    _SafeLoader: type[yaml.SafeLoader] = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover
+    _SafeLoader = yaml.SafeLoader
+
+_DOC_SPLIT = re.compile(r"^(?:---|\.\.\.)[ \t]*(?:#.*)?$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    resources: tuple[Resource, ...]
+    unreadable: tuple[Unreadable, ...]
+    inputs: tuple[tuple[str, str], ...] = ()  # (source name, sha256 of bytes)
+
+
+def _split_documents(text: str) -> Iterator[tuple[int, str]]:
+    """Yield (1-based first line, document text) for each YAML document."""
+    start = 0
+    line = 1
+    for m in _DOC_SPLIT.finditer(text):
+        chunk = text[start : m.start()]
+        yield line, chunk
+        line += chunk.count("\n") + text.count("\n", m.start(), m.end()) + 1
+        start = m.end() + 1
+    if start <= len(text):
+        yield line, text[start:]
+
+
+def _first_content_line(first: int, chunk: str) -> int:
+    """Line of the first non-blank, non-comment line, so findings point at the object."""
+    for offset, raw in enumerate(chunk.split("\n", 64)[:64]):
+        stripped = raw.strip()
+        if stripped and not stripped.startswith("#"):
+            return first + offset
+    return first
+
+
+def _describe_yaml_error(exc: yaml.YAMLError, first_line: int) -> tuple[int, str]:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    reason = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+    if mark is not None:
+        return first_line + int(mark.line), reason
+    return first_line, reason
+
+
+def resources_from_object(
+    obj: Any, location: SourceLocation
+) -> tuple[list[Resource], list[Unreadable]]:
+    """Turn one decoded document into resources; expands ``kind: List`` and ``*List`` kinds."""
+    resources: list[Resource] = []
+    problems: list[Unreadable] = []
+    if obj is None:
+        return resources, problems
+    if not isinstance(obj, Mapping):
+        problems.append(Unreadable(location, f"document is a {type(obj).__name__}, not a Kubernetes object"))
+        return resources, problems
+    kind = obj.get("kind")
+    items = obj.get("items")
+    if isinstance(kind, str) and kind.endswith("List") and isinstance(items, list):
+        for index, item in enumerate(items):
+            sub_res, sub_prob = resources_from_object(item, location)
+            resources.extend(sub_res)
+            problems.extend(Unreadable(p.location, f"items[{index}]: {p.reason}") for p in sub_prob)
+        return resources, problems
+    if not isinstance(kind, str) or not kind:
+        problems.append(Unreadable(location, "missing 'kind'"))
+        return resources, problems
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        meta = {}
+    name = meta.get("name") or meta.get("generateName") or ""
+    if not isinstance(name, str) or not name:
+        problems.append(Unreadable(location, f"{kind} has no metadata.name"))
+        return resources, problems
+    namespace = meta.get("namespace") or ""
+    if not isinstance(namespace, str):
+        namespace = str(namespace)
+    api_version = obj.get("apiVersion")
+    ref = ResourceRef(namespace, kind, name, api_version if isinstance(api_version, str) else "")
+    resources.append(Resource(ref, obj, location))
+    return resources, problems
+
+
+def parse_text(text: str, source: str) -> tuple[list[Resource], list[Unreadable]]:
+    """Parse one file's text. JSON files (a single value) go through ``json`` for speed."""
+    resources: list[Resource] = []
+    problems: list[Unreadable] = []
+    stripped = text.lstrip()
+    if source.endswith(".json") or (stripped.startswith("{") and source == "-"):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            problems.append(Unreadable(SourceLocation(source, exc.lineno), f"invalid JSON: {exc.msg}"))
+            return resources, problems
+        return resources_from_object(obj, SourceLocation(source, 1))
+    for first_line, chunk in _split_documents(text):
+        if not chunk.strip():
+            continue
+        try:
+            obj = yaml.load(chunk, Loader=_SafeLoader)  # noqa: S506 - CSafeLoader is the safe loader
+        except yaml.YAMLError as exc:
+            line, reason = _describe_yaml_error(exc, first_line)
+            problems.append(Unreadable(SourceLocation(source, line), reason))
+            continue
+        location = SourceLocation(source, _first_content_line(first_line, chunk))
+        res, prob = resources_from_object(obj, location)
+        resources.extend(res)
+        problems.extend(prob)
+    return resources, problems
+
+
+def iter_manifest_files(root: Path) -> Iterator[Path]:
+    """Recursive, sorted walk so the scan order (and the report) is stable."""
+    if root.is_file():
+        yield root
+        return
+    for path in sorted(root.rglob("*")):
+        if path.suffix in MANIFEST_SUFFIXES and path.is_file():
+            if any(part.startswith(".") for part in path.relative_to(root).parts):
+                continue
+            yield path
+
+
+def load_paths(paths: Iterable[str], stdin_text: str | None = None) -> LoadResult:
+    """Load every manifest under ``paths`` (``-`` means stdin, whose text the caller passes)."""
+    import hashlib
+
+    resources: list[Resource] = []
+    problems: list[Unreadable] = []
+    inputs: list[tuple[str, str]] = []
+    for raw in paths:
+        if raw == "-":
+            text = stdin_text or ""
+            inputs.append(("-", hashlib.sha256(text.encode()).hexdigest()))
+            res, prob = parse_text(text, "-")
+            resources.extend(res)
+            problems.extend(prob)
+            continue
+        root = Path(raw)
+        if not root.exists():
+            problems.append(Unreadable(SourceLocation(raw), "no such file or directory"))
+            continue
+        for path in iter_manifest_files(root):
+            name = str(path)
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                problems.append(Unreadable(SourceLocation(name), f"cannot read: {exc.strerror}"))
+                continue
+            inputs.append((name, hashlib.sha256(data).hexdigest()))
+            try:
+                text = data.decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                problems.append(Unreadable(SourceLocation(name), f"not UTF-8 text (byte {exc.start})"))
+                continue
+            res, prob = parse_text(text, name)
+            resources.extend(res)
+            problems.extend(prob)
+    return LoadResult(tuple(resources), tuple(problems), tuple(inputs))

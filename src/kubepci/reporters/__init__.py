@@ -1,0 +1,21 @@
+"""Reporters: ``render(report) -> bytes`` per format. They see only the Report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kubepci.model.report import Report
+from kubepci.reporters import json_report
+
+__all__ = ["FORMATS", "render"]
+
+FORMATS: dict[str, Callable[[Report], bytes]] = {
+    "json": json_report.render,
+}
+
+
+def render(report: Report, fmt: str) -> bytes:
+    try:
+        return FORMATS[fmt](report)
+    except KeyError:
+        raise ValueError(f"unknown report format {fmt!r} (known: {', '.join(sorted(FORMATS))})") from None
