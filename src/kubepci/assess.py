@@ -49,7 +49,7 @@ def requirement_results(
     for req in tree.ordered():
         ids: set[str] = set(direct.get(req.id, ()))
         for d in tree.descendants(req.id):
-            ids.update(direct.get(d, ()))
+            ids.update(direct.get(d.id, ()))
         check_ids = tuple(sorted(i for i in ids if i in per_check))
         failed = sum(per_check[i][Status.FAIL.value] for i in check_ids)
         errors = sum(per_check[i][Status.ERROR.value] for i in check_ids)

@@ -49,6 +49,7 @@ _SCHEMA: Mapping[str, Any] = {
 }
 
 DEFAULT_EXEMPT = ("kube-system", "kube-public", "kube-node-lease")
+DEFAULT_SANDBOXED = ("gvisor", "kata", "kata-containers", "kata-qemu", "kata-fc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,7 @@ class Config:
     min_rsa_bits: int = 2048
     min_ec_bits: int = 256
     min_uid: int = 10000
-    sandboxed_runtime_classes: tuple[str, ...] = ("gvisor", "kata", "kata-containers", "kata-qemu", "kata-fc")
+    sandboxed_runtime_classes: tuple[str, ...] = DEFAULT_SANDBOXED
     allowed_admin_subjects: tuple[str, ...] = ()
     checks: Mapping[str, CheckOverride] = field(default_factory=dict)
     waivers_path: Path | None = None
@@ -217,7 +218,7 @@ def parse_config(text: str, source: str = "kubepci.yaml", base_dir: Path | None 
         min_rsa_bits=_int(tls, "min_rsa_bits", 2048, source, "tls"),
         min_ec_bits=_int(tls, "min_ec_bits", 256, source, "tls"),
         min_uid=_int(thresholds, "min_uid", 10000, source, "thresholds"),
-        sandboxed_runtime_classes=sandboxed or Config.sandboxed_runtime_classes,
+        sandboxed_runtime_classes=sandboxed or DEFAULT_SANDBOXED,
         allowed_admin_subjects=_strs(rbac.get("allowed_admin_subjects"), "rbac.allowed_admin_subjects", source),
         checks=checks,
         waivers_path=(base / str(waivers)) if waivers else None,

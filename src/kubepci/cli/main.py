@@ -41,6 +41,14 @@ def _stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def stdout_console() -> Console:
+    """A terminal keeps its width; pipes and CI logs get 140 columns instead of rich's 80."""
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=140)
+    return console
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kubepci")
 def cli() -> None:
@@ -111,7 +119,7 @@ def checks_list(fmt: str) -> None:
     for c in catalog:
         m = c.meta
         table.add_row(m.id, m.severity.label, ", ".join(m.requirements), "/".join(m.blog), m.title)
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @checks.command("explain")
@@ -131,7 +139,7 @@ def checks_explain(check_id: str) -> None:
         f"severity: {m.severity.label}   enforcement: {m.enforcement.value}   applies to: {m.applies_to}",
         f"targets: {', '.join(m.targets)}",
         "PCI DSS v4.0.1:",
-        *[f"  {r}  {tree.get(r).title if tree.get(r) else '(not in tree)'}" for r in m.requirements],
+        *[f"  {r}  {tree.get(r).title if r in tree else '(not in tree)'}" for r in m.requirements],
         f"blog requirement: {', '.join(m.blog)}",
         f"why: {m.description}",
         f"fix: {m.remediation}",
@@ -171,7 +179,7 @@ def requirements(fmt: str, show_all: bool) -> None:
         if not show_all and r.requirement_id not in principal and not r.check_ids:
             continue
         table.add_row(r.requirement_id, r.blog, r.v3_2_1 or "", r.status, r.title, ", ".join(r.check_ids))
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -186,11 +194,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         exc.show()
         sys.exit(2)
     except KubepciError as exc:
-        _stderr().print(f"kubepci: {exc.diagnostics()}", markup=False)
+        _stderr().print(f"kubepci: {exc.diagnostics()}", markup=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)
     except Exception as exc:
-        _stderr().print(f"kubepci: internal error: {type(exc).__name__}: {exc}", markup=False)
+        _stderr().print(f"kubepci: internal error: {type(exc).__name__}: {exc}", markup=False, soft_wrap=True)
         sys.exit(70)
     sys.exit(0)

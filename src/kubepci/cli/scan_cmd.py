@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kubepci.assess import assess
 from kubepci.checks import default_catalog
+from kubepci.cli.main import stdout_console
 from kubepci.config import Config, load_config
 from kubepci.errors import InputError, UsageError
 from kubepci.inventory import Inventory
@@ -103,7 +104,7 @@ def run_scan(args: ScanArgs) -> int:
             target.write_bytes(render(report, name))
         err.print(f"reports written to {args.report_dir}/ ({', '.join(sorted(FORMATS))})", highlight=False)
     if args.fmt == "table":
-        print_report(report, Console(), details=args.details)
+        print_report(report, stdout_console(), details=args.details)
         if args.output_file is not None:
             args.output_file.write_bytes(render(report, "json"))
     else:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kubepci.model.report import Report
-from kubepci.reporters import json_report
+from kubepci.reporters import json_report, junit, sarif
 
 __all__ = ["FORMATS", "render"]
 
 FORMATS: dict[str, Callable[[Report], bytes]] = {
     "json": json_report.render,
+    "junit": junit.render,
+    "sarif": sarif.render,
 }
 
 

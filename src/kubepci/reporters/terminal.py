@@ -28,7 +28,7 @@ _VERDICT_STYLE = {
 def _summary_table(report: Report) -> Table:
     m = report.metadata
     table = Table(title=f"{m.standard} v{m.standard_version} — per principal requirement", title_justify="left")
-    for col, kw in (("Req", {"justify": "right"}), ("v3.2.1", {}), ("Requirement", {}), ("Verdict", {}),
+    for col, kw in (("Req", {"justify": "right"}), ("R", {}), ("Requirement", {}), ("Verdict", {}),
                     ("Fail", {"justify": "right"}), ("Waived", {"justify": "right"}),
                     ("Pass", {"justify": "right"}), ("Checks", {"justify": "right"})):
         table.add_column(col, **kw)  # type: ignore[arg-type]
