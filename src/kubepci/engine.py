@@ -8,7 +8,7 @@ finding for that pair: a crashing check never aborts a run and never passes sile
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,26 +47,26 @@ class Evaluation:
     checks: tuple[Check, ...] = field(default_factory=tuple)
 
 
-def iter_targets(check: Check, inventory: Inventory) -> Iterator[tuple[Any, Resource]]:
-    """(target object handed to the body, resource the finding is about) for one check."""
+def iter_targets(views: Sequence[str], inventory: Inventory) -> Iterator[tuple[Any, Resource]]:
+    """(target object handed to the body, resource the finding is about) for target views."""
     seen: set[int] = set()
-    for token in check.meta.targets:
-        if token == "workload":
+    for view in views:
+        if view == "workload":
             for wl in inventory.workloads:
                 yield wl, wl.resource
-        elif token == "namespace":
+        elif view == "namespace":
             for info in inventory.namespaces.values():
                 yield info, info.resource
-        elif token == "inventory":
+        elif view == "inventory":
             anchor = Resource(ResourceRef("", "Cluster", "inventory"), {}, SourceLocation("(inventory)"), True)
             yield inventory, anchor
-        elif token == "*":
+        elif view == "*":
             for r in inventory.resources:
                 if id(r) not in seen:
                     seen.add(id(r))
                     yield r, r
         else:
-            for r in inventory.of_kind(token):
+            for r in inventory.of_kind(view):
                 if id(r) not in seen:
                     seen.add(id(r))
                     yield r, r
@@ -80,15 +80,65 @@ def _scope_of(target: Any, resource: Resource, scope: ScopeMap) -> Scope:
     return scope.of_resource(resource)
 
 
-def _applies(check: Check, target_scope: Scope) -> bool:
+def _allowed_scopes(check: Check) -> frozenset[Scope]:
     meta = check.meta
-    if target_scope is Scope.EXEMPT and not meta.include_exempt:
-        return False
     if meta.applies_to == "cde":
-        return target_scope is Scope.CDE
-    if meta.applies_to == "in-scope":
-        return target_scope in _IN_SCOPE
-    return True
+        allowed = {Scope.CDE}
+    elif meta.applies_to == "in-scope":
+        allowed = set(_IN_SCOPE)
+    else:
+        allowed = set(Scope)
+    if not meta.include_exempt:
+        allowed.discard(Scope.EXEMPT)
+    return frozenset(allowed)
+
+
+class _Targets:
+    """Targets per check with their scope, computed once per view and shared by every check."""
+
+    def __init__(self, inventory: Inventory, scope: ScopeMap) -> None:
+        self._inventory = inventory
+        self._scope = scope
+        self._by_view: dict[str, list[tuple[Any, Resource, Scope]]] = {}
+        self._filtered: dict[tuple[tuple[str, ...], frozenset[Scope]], tuple[list[tuple[Any, Resource, Scope]], int]]
+        self._filtered = {}
+
+    def _view(self, view: str) -> list[tuple[Any, Resource, Scope]]:
+        cached = self._by_view.get(view)
+        if cached is None:
+            cached = [(t, r, _scope_of(t, r, self._scope)) for t, r in iter_targets((view,), self._inventory)]
+            self._by_view[view] = cached
+        return cached
+
+    def of(self, check: Check) -> list[tuple[Any, Resource, Scope]]:
+        views = check.meta.targets
+        if len(views) == 1:
+            return self._view(views[0])
+        return self._combined(views)
+
+    def in_scope(self, check: Check, allowed: frozenset[Scope]) -> tuple[list[tuple[Any, Resource, Scope]], int]:
+        """The check's targets whose scope is allowed (cached per views x scopes), and how many were skipped."""
+        key = (check.meta.targets, allowed)
+        hit = self._filtered.get(key)
+        if hit is None:
+            every = self.of(check)
+            kept = [t for t in every if t[2] in allowed]
+            hit = (kept, len(every) - len(kept))
+            self._filtered[key] = hit
+        return hit
+
+    def _combined(self, views: tuple[str, ...]) -> list[tuple[Any, Resource, Scope]]:
+        seen: set[int] = set()
+        out = []
+        for view in views:
+            special = view in ("workload", "namespace", "inventory")
+            for item in self._view(view):
+                if special:
+                    out.append(item)
+                elif id(item[1]) not in seen:
+                    seen.add(id(item[1]))
+                    out.append(item)
+        return out
 
 
 def evaluate(
@@ -111,20 +161,19 @@ def evaluate(
     active = [c for c in catalog if config.checks.get(c.id) is None or config.checks[c.id].enabled]
     if point is EnforcementPoint.ADMISSION:
         active = [c for c in active if c.meta.admission]
+    targets = _Targets(inventory, scope_map)
     for index, chk in enumerate(active):
         override = config.checks.get(chk.id)
         severity: Severity = override.severity if override and override.severity else chk.meta.severity
         reqs = chk.meta.requirements
+        allowed = _allowed_scopes(chk)
+        body = chk.body
         ok: list[ResourceRef] = []
-        n_eval = n_skip = 0
-        for target, resource in iter_targets(chk, inventory):
-            target_scope = _scope_of(target, resource, scope_map)
-            if not _applies(chk, target_scope):
-                n_skip += 1
-                continue
-            n_eval += 1
+        in_scope, n_skip = targets.in_scope(chk, allowed)
+        n_eval = len(in_scope)
+        for target, resource, target_scope in in_scope:
             try:
-                violations = list(chk.body(target, ctx))
+                violations = list(body(target, ctx))
             except Exception as exc:  # a broken check must surface as ERROR, never abort the run
                 where = traceback.extract_tb(exc.__traceback__)[-1]
                 findings.append(Finding(

@@ -14,6 +14,7 @@ from typing import Any
 from kubepci.model import Resource, ResourceRef, SourceLocation, Unreadable
 
 __all__ = [
+    "CLUSTER_SCOPED_KINDS",
     "CONTAINER_FIELDS",
     "WORKLOAD_KINDS",
     "Container",
@@ -21,7 +22,6 @@ __all__ = [
     "NamespaceInfo",
     "Workload",
     "workload_of",
-    "CLUSTER_SCOPED_KINDS",
 ]
 
 #: kind -> dotted path of the pod spec inside the object
@@ -32,6 +32,7 @@ WORKLOAD_KINDS: Mapping[str, tuple[str, ...]] = {
     "DaemonSet": ("spec", "template", "spec"),
     "ReplicaSet": ("spec", "template", "spec"),
     "ReplicationController": ("spec", "template", "spec"),
+    "DeploymentConfig": ("spec", "template", "spec"),  # OpenShift apps.openshift.io/v1
     "Job": ("spec", "template", "spec"),
     "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
 }
@@ -58,11 +59,7 @@ class Container:
     name: str
     body: Mapping[str, Any]
     path: str  # e.g. spec.template.spec.containers[0]
-
-    @property
-    def security_context(self) -> Mapping[str, Any]:
-        sc = self.body.get("securityContext")
-        return sc if isinstance(sc, Mapping) else _EMPTY
+    security_context: Mapping[str, Any]  # {} when unset: checks read it on every call, so it is precomputed
 
     @property
     def image(self) -> str:
@@ -70,15 +67,26 @@ class Container:
         return image if isinstance(image, str) else ""
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else _EMPTY
+
+
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """A pod-template-carrying object seen through its pod spec."""
+    """A pod-template-carrying object seen through its pod spec.
+
+    The derived mappings are computed once at build time: every workload check reads them, and a
+    property recomputing them costs more than the checks themselves on a 100k-object scan.
+    """
 
     resource: Resource
     pod_spec: Mapping[str, Any]
     pod_metadata: Mapping[str, Any]
     spec_path: str
     containers: tuple[Container, ...]
+    pod_labels: Mapping[str, str]
+    pod_annotations: Mapping[str, str]
+    pod_security_context: Mapping[str, Any]
 
     @property
     def ref(self) -> ResourceRef:
@@ -86,22 +94,7 @@ class Workload:
 
     @property
     def namespace(self) -> str:
-        return self.resource.namespace
-
-    @property
-    def pod_labels(self) -> Mapping[str, str]:
-        labels = self.pod_metadata.get("labels")
-        return labels if isinstance(labels, Mapping) else _EMPTY
-
-    @property
-    def pod_annotations(self) -> Mapping[str, str]:
-        ann = self.pod_metadata.get("annotations")
-        return ann if isinstance(ann, Mapping) else _EMPTY
-
-    @property
-    def pod_security_context(self) -> Mapping[str, Any]:
-        sc = self.pod_spec.get("securityContext")
-        return sc if isinstance(sc, Mapping) else _EMPTY
+        return self.resource.ref.namespace
 
     def spec_field(self, name: str) -> str:
         return f"{self.spec_path}.{name}"
@@ -135,15 +128,20 @@ def workload_of(resource: Resource) -> Workload | None:
         for i, c in enumerate(items):
             if isinstance(c, Mapping):
                 name = c.get("name")
-                containers.append(
-                    Container(fname, i, name if isinstance(name, str) else f"#{i}", c, f"{spec_path}.{fname}[{i}]")
-                )
+                containers.append(Container(
+                    fname, i, name if isinstance(name, str) else f"#{i}", c, f"{spec_path}.{fname}[{i}]",
+                    _mapping(c.get("securityContext")),
+                ))
+    meta = _mapping(pod_meta)
     return Workload(
         resource,
         pod_spec,
-        pod_meta if isinstance(pod_meta, Mapping) else _EMPTY,
+        meta,
         spec_path,
         tuple(containers),
+        _mapping(meta.get("labels")),
+        _mapping(meta.get("annotations")),
+        _mapping(pod_spec.get("securityContext")),
     )
 
 

@@ -6,8 +6,9 @@ code-scanning UI shows them as dismissed rather than losing them.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from kubepci.model import Finding, Severity, Status
 from kubepci.model.report import Report
@@ -71,4 +72,4 @@ def render(report: Report) -> bytes:
                            "generatedAt": report.metadata.generated_at},
         }],
     }
-    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
