@@ -89,7 +89,13 @@ def test_stdin_and_missing_path() -> None:
     ]
 
 
-def test_unsafe_yaml_tags_are_rejected() -> None:
-    resources, problems = parse_text("!!python/object/apply:os.system ['true']\n", "evil.yaml")
-    assert resources == []
-    assert "invalid YAML" in problems[0].reason
+def test_unsafe_yaml_tags_never_execute(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    for text in (
+        f"!!python/object/apply:os.system ['touch {marker}']\n",
+        f"kind: Pod\nmetadata: {{name: p}}\nx: !!python/object/apply:os.system ['touch {marker}']\n",
+        f"kind: Pod\nmetadata: {{name: p}}\nx: !!python/object/apply:os.system ['touch {marker}']\ny: yes\n",
+    ):
+        resources, problems = parse_text(text, "evil.yaml")
+        assert len(problems) == 1, (text, resources)
+        assert not marker.exists()
