@@ -45,12 +45,12 @@ except AttributeError:  # pragma: no cover
 _DOC_SPLIT = re.compile(r"^(?:---|\.\.\.)[ \t]*(?:#.*)?$", re.MULTILINE)
 # plain scalars whose meaning differs between YAML 1.1 (kubectl) and 1.2 (yaml-rs), and merge keys
 _YAML11_ONLY = re.compile(
-    r"(?:^|[:?\-,\[{][ \t]+|[\[{,])[ \t]*"
-    r"(?:y|n|yes|no|on|off|[-+]?0[0-7_]+|[-+]?0b[01_]+|[-+]?\d[\d_]*(?::[0-5]?\d)+(?:\.\d*)?|[-+]?\d+_[\d_]*"
-    r"|[-+]?\d+(?:\.\d*)?e[-+]?\d+)"
-    r"(?=[ \t]*(?:#.*)?$|[ \t]*[,}\]])|<<[ \t]*:"
+    r"[:?,\[{-][ \t]*"
+    r"(?:[yYnN]|[yY]es|YES|[nN]o|NO|[oO]n|ON|[oO]ff|OFF|[-+]?0[0-7_]+|[-+]?0[bB][01_]+"
+    r"|[-+]?\d[\d_]*(?::[0-5]?\d)+(?:\.\d*)?|[-+]?\d+_[\d_]*|[-+]?\d+(?:\.\d*)?[eE][-+]?\d+)"
+    r"(?=[ \t]*(?:#[^\n]*)?$|[ \t]*[,}\]])|<<[ \t]*:"
     r"|(?:[:?,\[{-][ \t]+|^[ \t]*)!",  # explicit tags: yaml-rs ignores unknown ones, libyaml rejects them
-    re.MULTILINE | re.IGNORECASE,
+    re.MULTILINE,
 )
 
 
