@@ -26,8 +26,6 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import helm_python
-
 from kubepci.inventory.loaders.manifests import parse_text
 from kubepci.model import Resource, SourceLocation, Unreadable
 
@@ -115,6 +113,8 @@ def _collect_values(
     chart_dir: Path, values_files: Sequence[Path], set_values: Sequence[str]
 ) -> tuple[dict[str, Any], list[Unreadable]]:
     """Layer values files, then ``--set`` expressions; both parsed by Helm's own code."""
+    import helm_python  # lazy: the SDK loads an 85 MB shared library
+
     values: dict[str, Any] = {}
     problems: list[Unreadable] = []
     for path in values_files:
@@ -152,6 +152,8 @@ def _missing_dependencies(chart_dir: Path, chart_name: str) -> list[Unreadable]:
     Rendering without them would silently drop objects the real release contains. Nothing is
     fetched: the user runs ``helm dependency build`` (which needs the repositories) first.
     """
+    import helm_python  # lazy: the SDK loads an 85 MB shared library
+
     problems: list[Unreadable] = []
     for dep in helm_python.dependency_list(chart_dir):
         status = str(dep.get("status", ""))
@@ -184,6 +186,8 @@ def render_chart(
     order. Objects come back sorted by template path, in document order within a template.
     ``NOTES.txt`` and ``_*`` partials are not manifests and are skipped, as Helm skips them.
     """
+    import helm_python  # lazy: the SDK loads an 85 MB shared library
+
     chart_dir = Path(chart_dir)
     if not is_helm_chart(chart_dir):
         return [], [Unreadable(SourceLocation(str(chart_dir)), "not a Helm chart (no Chart.yaml)")]
