@@ -37,7 +37,8 @@ def test_fixture(check_id: str, fixture: Path) -> None:
             f"got {[(f.path, f.message) for f in failing if str(f.resource) == e.ref]}"
         )
         for f in matching:
-            assert f.location is not None and f.location.line > 0, f"finding without file:line: {f}"
+            assert f.location is not None, f"finding without a location: {f}"
+            assert f.location.line > 0, f"finding without a line: {f}"
 
 
 def test_every_check_has_pass_and_fail_fixtures() -> None:
@@ -51,7 +52,9 @@ def test_every_check_has_pass_and_fail_fixtures() -> None:
 
 def test_fixture_dirs_name_real_checks() -> None:
     ids = {c.id for c in default_catalog()}
-    orphans = sorted(d.name for d in FIXTURES.iterdir() if d.is_dir() and not d.name.startswith(("_", ".")) and d.name not in ids)
+    orphans = sorted(
+        d.name for d in FIXTURES.iterdir() if d.is_dir() and not d.name.startswith(("_", ".")) and d.name not in ids
+    )
     assert not orphans, f"fixture directories for unknown checks: {orphans}"
 
 

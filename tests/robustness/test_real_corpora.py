@@ -51,7 +51,8 @@ def test_every_object_is_scanned_or_listed(corpus: str) -> None:
         assert accounted == expected, f"{path}: {expected} objects, {len(result.resources)} read + " \
             f"{len(result.unreadable)} unreadable"
         for problem in result.unreadable:
-            assert problem.location.file == str(path) and problem.location.line > 0, problem
+            assert problem.location.file == str(path), problem
+            assert problem.location.line > 0, problem
 
 
 @pytest.mark.parametrize("corpus", CORPORA)

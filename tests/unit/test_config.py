@@ -36,7 +36,8 @@ def test_good_config_is_typed() -> None:
     assert cfg.max_certificate_days == 90
     assert cfg.checks["workload-seccomp"].severity is Severity.HIGH
     assert cfg.checks["workload-seccomp"].enforcement is Enforcement.WARN
-    assert cfg.waivers_path is not None and cfg.waivers_path.name == "waivers.yaml"
+    assert cfg.waivers_path is not None
+    assert cfg.waivers_path.name == "waivers.yaml"
     assert cfg.exempt.namespaces == ("kube-system", "kube-public", "kube-node-lease")
 
 

@@ -61,7 +61,8 @@ def test_error_pass_and_exempt_namespace() -> None:
     assert [(str(f.resource), f.status) for f in result.findings] == [("shop/Pod/web", Status.ERROR)]
     error = result.findings[0]
     assert "RuntimeError: cannot parse" in error.message
-    assert error.location is not None and error.location.line == 10
+    assert error.location is not None
+    assert error.location.line == 10
     assert [str(r) for r in result.passed["test-image-x"]] == ["payments/Pod/api"]
     assert result.skipped["test-image-x"] == 1  # kube-system is exempt by default
 

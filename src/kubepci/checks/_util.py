@@ -9,8 +9,8 @@ from kubepci.inventory import Container, Workload
 
 __all__ = [
     "effective",
-    "mapping",
     "is_true",
+    "mapping",
     "pod_containers",
     "run_containers",
 ]
