@@ -61,6 +61,11 @@ MAPPINGS: dict[tuple[str, str], Mapping] = {
     ("polaris", "sensitiveContainerEnvVar"): Mapping("secret-env-literal"),
     ("polaris", "tagNotSpecified"): Mapping("image-tag-not-latest"),
     ("polaris", "tlsSettingsMissing"): Mapping("ingress-tls"),
+    # peer checks the oracle files leave without a concept, but whose concept kubepci implements
+    ("polaris", "hostProcess"): Mapping("workload-windows-host-process"),
+    ("polaris", "procMount"): Mapping("workload-proc-mount"),
+    ("polaris", "clusterrolePodExecAttach"): Mapping("rbac-escalation-verbs"),
+    ("polaris", "rolePodExecAttach"): Mapping("rbac-escalation-verbs"),
     ("checkov", "CKV_K8S_10"): Mapping("workload-resource-requests", "requests.cpu"),
     ("checkov", "CKV_K8S_11"): Mapping("workload-resource-limits", "limits.cpu"),
     ("checkov", "CKV_K8S_12"): Mapping("workload-resource-requests", "requests.memory"),
@@ -89,6 +94,9 @@ MAPPINGS: dict[tuple[str, str], Mapping] = {
     ("checkov", "CKV_K8S_42"): Mapping("rolebinding-default-service-account"),
     ("checkov", "CKV_K8S_43"): Mapping("image-digest-pinned"),
     ("checkov", "CKV_K8S_49"): Mapping("rbac-wildcard"),
+    ("checkov", "CKV_K8S_156"): Mapping("rbac-escalation-verbs"),
+    ("checkov", "CKV_K8S_157"): Mapping("rbac-escalation-verbs"),
+    ("checkov", "CKV_K8S_158"): Mapping("rbac-escalation-verbs"),
 }
 
 #: the peers judge every object on its own; kubepci's digest rule is scoped to the CDE by default

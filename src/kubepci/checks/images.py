@@ -185,9 +185,10 @@ def pull_policy_always(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """A cached copy of a tag may differ from what the registry now serves, and a node cache lets a
     pod start an image without the registry checking its pull credentials.
 
-    Follows the effective policy: Kubernetes defaults an unset policy to ``Always`` for ``:latest``
-    and untagged images, and an unset policy on a digest-pinned image is fine because the digest
-    fixes the content. An explicit policy other than ``Always`` fails.
+    Every image not pinned by digest must say ``imagePullPolicy: Always`` itself: the API server
+    would default an unset policy to ``Always`` only for ``:latest`` and untagged images, so the
+    behaviour hangs on the tag someone types next, and the manifest is the configuration standard
+    an assessor reads (2.2.1). A digest fixes the content, so any policy is fine there.
     """
     for c in wl.containers:
         image = c.image
@@ -199,9 +200,10 @@ def pull_policy_always(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
         path = f"{c.path}.imagePullPolicy"
         if policy is None or policy == "":
             ref = parse_image(image)
-            if ref.digest or ref.tag in ("", "latest"):
+            if ref.digest:
                 continue
-            yield Violation(f"container {c.name!r}: imagePullPolicy is not set, so tagged image {image!r} "
-                            "defaults to IfNotPresent", path)
+            default = "Always only because of its tag" if ref.tag in ("", "latest") else "IfNotPresent"
+            yield Violation(f"container {c.name!r}: imagePullPolicy is not set; image {image!r} is not pinned "
+                            f"by digest and defaults to {default}", path)
         else:
             yield Violation(f"container {c.name!r}: imagePullPolicy is {policy!r}, not Always", path)

@@ -164,23 +164,17 @@ def _platform_identity(name: str) -> bool:
     return name.startswith("system:") and not name.startswith("system:serviceaccount") and name not in _PUBLIC
 
 
-@check(
-    id="rbac-cluster-admin-binding",
-    title="cluster-admin must be bound only to approved subjects",
-    requirements=("7.2.1", "7.2.2", "7.2.5"),
-    blog=("R7",),
-    severity=Severity.CRITICAL,
-    targets=("ClusterRoleBinding", "RoleBinding"),
-    remediation="Bind a narrower role or add the subject to rbac.allowed_admin_subjects after review.",
-    refs=("ACC-001", "KSV-0111", "C-0035", "C-0185", "CIS 5.1.1", "polaris clusterrolebindingClusterAdmin"),
-)
-def cluster_admin_binding(binding: Resource, ctx: CheckContext) -> Iterator[Violation]:
-    """cluster-admin (or a role granting ``*`` on ``*`` in ``*``) is total control; PCI 7.2.2 wants such
-    privilege assigned only to the people whose job needs it, so each holder must be on the allowlist
-    (``Kind:namespace/name`` for service accounts, ``User:name`` or ``Group:name`` otherwise). The
-    Kubernetes bootstrap binding and system: identities are not reported."""
-    if _bootstrap(binding):
-        return
+#: binding-name prefixes that the control plane (system:) and managed providers reserve for themselves
+RESERVED_BINDING_PREFIXES = ("system:", "gce:", "eks:")
+
+
+def _reserved_name(binding: Resource) -> bool:
+    return binding.name.startswith(RESERVED_BINDING_PREFIXES)
+
+
+def _admin_grants(binding: Resource, ctx: CheckContext) -> Iterator[tuple[int, str, str]]:
+    """(subject index, subject description, role description) for each unapproved, non-platform
+    subject that the binding gives cluster-admin or an equivalent role."""
     ref = mapping(binding.body.get("roleRef"))
     kind, name = ref.get("kind"), ref.get("name")
     if not isinstance(kind, str) or not isinstance(name, str):
@@ -197,8 +191,53 @@ def cluster_admin_binding(binding: Resource, ctx: CheckContext) -> Iterator[Viol
         if _platform_identity(sname) or _subject_key(skind, sname, sns) in allowed:
             continue
         who = f"{sns}/{sname}" if skind == "ServiceAccount" else sname
-        yield Violation(f"{skind} {who!r} is bound to {why} and is not an approved admin subject",
-                        f"subjects[{j}]")
+        yield j, f"{skind} {who!r}", why
+
+
+@check(
+    id="rbac-cluster-admin-binding",
+    title="cluster-admin must be bound only to approved subjects",
+    requirements=("7.2.1", "7.2.2", "7.2.5"),
+    blog=("R7",),
+    severity=Severity.CRITICAL,
+    targets=("ClusterRoleBinding", "RoleBinding"),
+    remediation="Bind a narrower role or add the subject to rbac.allowed_admin_subjects after review.",
+    refs=("ACC-001", "KSV-0111", "C-0035", "C-0185", "CIS 5.1.1", "polaris clusterrolebindingClusterAdmin"),
+)
+def cluster_admin_binding(binding: Resource, ctx: CheckContext) -> Iterator[Violation]:
+    """cluster-admin (or a role granting ``*`` on ``*`` in ``*``) is total control; PCI 7.2.2 wants such
+    privilege assigned only to the people whose job needs it, so each holder must be on the allowlist
+    (``Kind:namespace/name`` for service accounts, ``User:name`` or ``Group:name`` otherwise). The
+    Kubernetes bootstrap binding and system: identities are not reported, nor are bindings under the
+    names the control plane and managed providers reserve (``system:``, ``gce:``, ``eks:``):
+    rbac-reserved-name-binding judges those, so a grant hidden behind a reserved name is still found."""
+    if _bootstrap(binding) or _reserved_name(binding):
+        return
+    for j, who, why in _admin_grants(binding, ctx):
+        yield Violation(f"{who} is bound to {why} and is not an approved admin subject", f"subjects[{j}]")
+
+
+@check(
+    id="rbac-reserved-name-binding",
+    title="Reserved control-plane binding names must not carry admin grants to other subjects",
+    requirements=("7.2.1", "7.2.2", "7.2.5"),
+    blog=("R7",),
+    severity=Severity.CRITICAL,
+    targets=("ClusterRoleBinding", "RoleBinding"),
+    remediation="Rename the binding without the reserved prefix and bind a narrower role to the subject.",
+    refs=("ACC-001", "polaris clusterrolebindingClusterAdmin"),
+)
+def reserved_name_binding(binding: Resource, ctx: CheckContext) -> Iterator[Violation]:
+    """Kubernetes reserves the ``system:`` prefix for objects the control plane manages, and GKE and EKS
+    reserve ``gce:`` and ``eks:``; reviewers and peer tools skip such bindings. Any user can still
+    create one, so a binding under a reserved name that is not a labelled bootstrap default and gives
+    cluster-admin (or an equivalent role) to a non-platform subject is an admin grant in disguise."""
+    if not _reserved_name(binding) or _bootstrap(binding):
+        return
+    for j, who, why in _admin_grants(binding, ctx):
+        yield Violation(
+            f"binding {binding.name!r} uses a reserved name but gives {who} {why}", f"subjects[{j}]"
+        )
 
 
 @check(
@@ -248,6 +287,29 @@ def _escalations(rule: _Rule) -> list[str]:
     return found
 
 
+_BUILTIN_USER_ROLES = frozenset({"cluster-admin", "admin", "edit"})
+
+
+@check(
+    id="rbac-builtin-role-redefined",
+    title="Built-in ClusterRoles must not be redefined",
+    requirements=("7.2.1", "7.2.2"),
+    blog=("R7",),
+    severity=Severity.HIGH,
+    targets=("ClusterRole",),
+    remediation="Give the role its own name, or drop it and rely on the built-in one the API server maintains.",
+    refs=("ACC-002", "ACC-004"),
+)
+def builtin_role_redefined(role: Resource, ctx: CheckContext) -> Iterator[Violation]:
+    """cluster-admin, admin, edit and view are maintained by the API server (labelled
+    ``kubernetes.io/bootstrapping: rbac-defaults``); reviewers read those names as the well-known
+    grants. A manifest that defines a role under one of these names changes what every existing
+    binding to it grants, without any binding changing."""
+    if role.name in (*_BUILTIN_USER_ROLES, "view") and not _bootstrap(role):
+        yield Violation(f"ClusterRole {role.name!r} redefines a built-in role without the bootstrap label",
+                        "metadata.name")
+
+
 @check(
     id="rbac-escalation-verbs",
     title="Roles must not grant privilege-escalation permissions",
@@ -263,8 +325,11 @@ def escalation_verbs(role: Resource, ctx: CheckContext) -> Iterator[Violation]:
     """Each of these turns a limited grant into more: bind/escalate create roles beyond your own,
     impersonate borrows another identity, exec/attach/portforward and nodes/proxy run code in pods,
     serviceaccounts/token mints credentials and CSR approval mints client certificates. ``get`` on
-    exec/attach/portforward/proxy counts, because it suffices over WebSocket before Kubernetes 1.35."""
-    if _kubernetes_own(role):
+    exec/attach/portforward/proxy counts, because it suffices over WebSocket before Kubernetes 1.35.
+    The built-in user-facing ClusterRoles (cluster-admin, admin, edit) grant these by design: who may
+    use them is judged where they are bound, and a manifest that redefines one is reported by
+    rbac-builtin-role-redefined."""
+    if _kubernetes_own(role) or (role.kind == "ClusterRole" and role.name in _BUILTIN_USER_ROLES):
         return
     for rule in _rules(role):
         found = _escalations(rule)
