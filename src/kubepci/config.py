@@ -149,7 +149,7 @@ def parse_config(text: str, source: str = "kubepci.yaml", base_dir: Path | None 
     """Parse and validate config text; raises ConfigError naming file and line."""
     try:
         node = yaml.compose(text, Loader=yaml.CSafeLoader)
-        raw = yaml.load(text, Loader=yaml.CSafeLoader)  # noqa: S506 - safe loader
+        raw = yaml.load(text, Loader=yaml.CSafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

@@ -130,7 +130,7 @@ def cases() -> Iterator[tuple[Case, Mapping]]:
             ), mapping
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _findings(suite: str, inputs: tuple[str, ...], check_id: str) -> tuple[tuple[str, str, str, str], ...]:
     loaded = load_paths([str(SUITE_ROOT[suite] / p) for p in inputs])
     inventory = Inventory.build(loaded.resources, loaded.unreadable, loaded.inputs)

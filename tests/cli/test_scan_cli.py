@@ -105,7 +105,8 @@ def test_checks_list_explain_and_requirements() -> None:
     assert "workload-privileged" in ids
     explain = kubepci("checks", "explain", "workload-privileged")
     assert explain.returncode == 0
-    assert b"2.2.6" in explain.stdout and b"fix: " in explain.stdout
+    assert b"2.2.6" in explain.stdout
+    assert b"fix: " in explain.stdout
     assert kubepci("checks", "explain", "nope").returncode == 2
     reqs = kubepci("requirements", "-o", "json")
     rows = json.loads(reqs.stdout)

@@ -111,7 +111,7 @@ class Check:
 
 def check(
     *,
-    id: str,  # noqa: A002 - "id" is the natural metadata name
+    id: str,
     title: str,
     requirements: Sequence[str],
     blog: Sequence[str],
