@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 from kubepci import __version__
+from kubepci.analyzers import standard_analyzers
 from kubepci.checks._registry import Catalog
 from kubepci.config import Config
 from kubepci.engine import Evaluation, evaluate
@@ -91,6 +92,8 @@ def assess(
     progress: Callable[[int, int], None] | None = None,
     analyzers: Mapping[str, object] | None = None,
 ) -> Report:
+    if analyzers is None:
+        analyzers = standard_analyzers(inventory, config)
     evaluation = evaluate(catalog, inventory, config, now=now, progress=progress, analyzers=analyzers)
     outcome = apply_waivers(evaluation.findings, waivers, now.date(), inventory)
     findings = outcome.findings
