@@ -42,7 +42,10 @@ _SCHEMA: Mapping[str, Any] = {
             "expiry_warning_days": None},
     "thresholds": {"min_uid": None},
     "runtime": {"sandboxed_runtime_classes": None},
-    "rbac": {"allowed_admin_subjects": None},
+    "rbac": {"allowed_admin_subjects": None, "allowed_secret_readers": None},
+    "netpol": {"ipblock_matches_pod_ips": None},
+    "admission": {"namespace": None, "service": None, "failure_policy_cde": None, "failure_policy_other": None,
+                  "exclude_namespaces": None, "timeout_seconds": None},
     "checks": "*",
     "waivers": None,
     "trail": {"store": None, "key": None},
@@ -95,6 +98,14 @@ class Config:
     min_uid: int = 10000
     sandboxed_runtime_classes: tuple[str, ...] = DEFAULT_SANDBOXED
     allowed_admin_subjects: tuple[str, ...] = ()
+    allowed_secret_readers: tuple[str, ...] = ()  # "Kind:namespace/name" or "Kind:name" of subjects
+    ipblock_matches_pod_ips: bool = True  # upstream e2e semantics (netpol-rbac.md §2.3)
+    admission_namespace: str = "kubepci-system"
+    admission_service: str = "kubepci-admission"
+    failure_policy_cde: str = "Fail"
+    failure_policy_other: str = "Ignore"
+    admission_exclude_namespaces: tuple[str, ...] = ()
+    admission_timeout_seconds: int = 5
     checks: Mapping[str, CheckOverride] = field(default_factory=dict)
     waivers_path: Path | None = None
     trail_store: str | None = None
@@ -181,6 +192,11 @@ def parse_config(text: str, source: str = "kubepci.yaml", base_dir: Path | None 
     thresholds = raw.get("thresholds") or {}
     runtime = raw.get("runtime") or {}
     rbac = raw.get("rbac") or {}
+    netpol = raw.get("netpol") or {}
+    admission = raw.get("admission") or {}
+    for key in ("failure_policy_cde", "failure_policy_other"):
+        if admission.get(key, "Fail") not in ("Fail", "Ignore"):
+            raise ConfigError(f"{source}: admission.{key} must be Fail or Ignore")
     checks: dict[str, CheckOverride] = {}
     checks_raw = raw.get("checks") or {}
     if not isinstance(checks_raw, Mapping):
@@ -220,6 +236,15 @@ def parse_config(text: str, source: str = "kubepci.yaml", base_dir: Path | None 
         min_uid=_int(thresholds, "min_uid", 10000, source, "thresholds"),
         sandboxed_runtime_classes=sandboxed or DEFAULT_SANDBOXED,
         allowed_admin_subjects=_strs(rbac.get("allowed_admin_subjects"), "rbac.allowed_admin_subjects", source),
+        allowed_secret_readers=_strs(rbac.get("allowed_secret_readers"), "rbac.allowed_secret_readers", source),
+        ipblock_matches_pod_ips=bool(netpol.get("ipblock_matches_pod_ips", True)),
+        admission_namespace=str(admission.get("namespace", "kubepci-system")),
+        admission_service=str(admission.get("service", "kubepci-admission")),
+        failure_policy_cde=str(admission.get("failure_policy_cde", "Fail")),
+        failure_policy_other=str(admission.get("failure_policy_other", "Ignore")),
+        admission_exclude_namespaces=_strs(admission.get("exclude_namespaces"), "admission.exclude_namespaces",
+                                           source),
+        admission_timeout_seconds=_int(admission, "timeout_seconds", 5, source, "admission"),
         checks=checks,
         waivers_path=(base / str(waivers)) if waivers else None,
         trail_store=str(trail["store"]) if trail.get("store") else None,
