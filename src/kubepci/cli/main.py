@@ -55,6 +55,7 @@ class LazyGroup(click.Group):
 
     LAZY: ClassVar[dict[str, tuple[str, str]]] = {
         "netpol": ("kubepci.cli.netpol_cmd", "netpol"),
+        "trail": ("kubepci.cli.trail_cmd", "trail"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -98,22 +99,35 @@ def cli() -> None:
 @click.option("--set", "set_values", multiple=True, help="Helm --set for chart directories (repeatable).")
 @click.option("--now", "now_text", help="Evaluation time (ISO 8601) for reproducible reports.")
 @click.option("--check", "only_checks", multiple=True, help="Run only these check ids (repeatable).")
+@click.option("--cluster", is_flag=True, help="Read a live cluster through its API (read-only; PATHS optional).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
+              help="Kubeconfig for --cluster (default: $KUBECONFIG or ~/.kube/config).")
+@click.option("--context", "kube_context", help="Kubeconfig context for --cluster (default: the current one).")
+@click.option("-n", "--namespace", "namespaces", multiple=True,
+              help="With --cluster: read only these namespaces (repeatable; cluster-scoped objects are still read).")
+@click.option("--dump", "dumps", multiple=True, type=click.Path(dir_okay=False),
+              help="A 'kubectl get ... -o json|yaml' dump to scan (repeatable; same as giving it as a PATH).")
 def scan(
     paths: Sequence[str], config_path: Path | None, waivers_path: Path | None, fmt: str, output_file: Path | None,
     report_dir: Path | None, details: bool, fail_on: str, strict: bool, values_files: Sequence[Path],
-    set_values: Sequence[str], now_text: str | None, only_checks: Sequence[str],
+    set_values: Sequence[str], now_text: str | None, only_checks: Sequence[str], cluster: bool,
+    kubeconfig: Path | None, kube_context: str | None, namespaces: Sequence[str], dumps: Sequence[str],
 ) -> None:
-    """Scan manifests, Helm charts or Kustomize directories (PATHS; '-' reads stdin)."""
+    """Scan manifests, Helm charts or Kustomize directories (PATHS; '-' reads stdin), or a live cluster."""
     from kubepci.cli import scan_cmd
 
-    if not paths:
-        raise UsageError("give at least one path to scan ('-' for stdin)")
+    paths = (*paths, *dumps)
+    if not paths and not cluster:
+        raise UsageError("give at least one path to scan ('-' for stdin), or --cluster")
+    if not cluster and (kubeconfig is not None or kube_context or namespaces):
+        raise UsageError("--kubeconfig, --context and --namespace need --cluster")
     code = scan_cmd.run_scan(
         scan_cmd.ScanArgs(
             paths=tuple(paths), config_path=config_path, waivers_path=waivers_path, fmt=fmt,
             output_file=output_file, report_dir=report_dir, details=details, fail_on=fail_on, strict=strict,
             values_files=tuple(values_files), set_values=tuple(set_values), now=_now(now_text),
-            only_checks=tuple(only_checks),
+            only_checks=tuple(only_checks), cluster=cluster, kubeconfig=kubeconfig, context=kube_context,
+            namespaces=tuple(namespaces),
         )
     )
     sys.exit(code)

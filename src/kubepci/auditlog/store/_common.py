@@ -1,0 +1,144 @@
+"""Backend-independent pieces of the stores: row layout, node planning, search SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from kubepci.auditlog.envelope import NewEntry
+from kubepci.auditlog.merkle import nodes_completed_by_append
+from kubepci.auditlog.store import SearchQuery, StoreError
+
+__all__ = [
+    "ENTRY_COLUMNS",
+    "MIN_PAYLOAD_RETENTION_DAYS",
+    "SCHEMA_VERSION",
+    "assign_indices",
+    "chunked",
+    "entry_row",
+    "frontier_positions",
+    "plan_nodes",
+    "search_where",
+]
+
+SCHEMA_VERSION = "1"
+# PCI DSS 10.5.1: audit log history is kept at least 12 months. The databases refuse to drop a raw
+# payload younger than this, whatever retention a caller asks for.
+MIN_PAYLOAD_RETENTION_DAYS = 365
+
+ENTRY_COLUMNS = (
+    "seq", "leaf_hash", "envelope", "dedupe_key", "kind", "source", "received_at", "occurred_at",
+    "user_name", "verb", "resource", "namespace", "name", "code", "source_ip", "audit_id", "stage",
+    "event_time", "rule", "priority",
+)
+
+Row = tuple[object, ...]
+
+
+def entry_row(seq: int, entry: NewEntry) -> Row:
+    """The ``entries`` row of one leaf, in :data:`ENTRY_COLUMNS` order."""
+    env = entry.envelope
+    ix = env.index
+    return (
+        seq, entry.leaf_hash, entry.envelope_bytes, entry.dedupe_key, env.kind, env.source,
+        env.received_at, ix.event_time or env.received_at, ix.user, ix.verb, ix.resource, ix.namespace,
+        ix.name, ix.code, ix.source_ip, ix.audit_id, ix.stage, ix.event_time, ix.rule, ix.priority,
+    )
+
+
+def frontier_positions(size: int) -> list[tuple[int, int]]:
+    """``(level, index)`` of the perfect subtrees on the right border of a tree of ``size`` leaves.
+
+    These are exactly the left siblings that appending further leaves can need, so a batch reads
+    them once (at most log2(n) rows) and computes every new node in memory.
+    """
+    return [(level, (size >> level) - 1) for level in range(size.bit_length()) if size >> level & 1]
+
+
+class _BatchTree:
+    """SubtreeReader over the frontier plus the nodes computed so far in this batch."""
+
+    __slots__ = ("_nodes",)
+
+    def __init__(self, nodes: dict[tuple[int, int], bytes]) -> None:
+        self._nodes = nodes
+
+    def subtree_hash(self, start: int, size: int) -> bytes:
+        level = size.bit_length() - 1
+        try:
+            return self._nodes[(level, start >> level)]
+        except KeyError:
+            raise StoreError(f"stored tree lacks node level {level} index {start >> level}") from None
+
+    def leaf_hash_at(self, index: int) -> bytes:
+        return self.subtree_hash(index, 1)
+
+    def add(self, level: int, index: int, value: bytes) -> None:
+        self._nodes[(level, index)] = value
+
+
+def plan_nodes(
+    size: int, frontier: dict[tuple[int, int], bytes], leaf_hashes: Iterable[bytes]
+) -> list[tuple[int, int, bytes]]:
+    """Interior nodes (level >= 1) completed by appending ``leaf_hashes`` to a tree of ``size``."""
+    tree = _BatchTree(dict(frontier))
+    planned: list[tuple[int, int, bytes]] = []
+    for offset, value in enumerate(leaf_hashes):
+        for level, index, node in nodes_completed_by_append(tree, size + offset, value):
+            tree.add(level, index, node)
+            if level:
+                planned.append((level, index, node))
+    return planned
+
+
+def search_where(query: SearchQuery, mark: str) -> tuple[str, list[object]]:
+    """SQL ``WHERE`` clause and parameters for ``query``; ``mark`` is the placeholder (``?``/``%s``)."""
+    clauses: list[str] = [f"seq > {mark}"]
+    params: list[object] = [query.after]
+    for column, value in (
+        ("user_name", query.user), ("verb", query.verb), ("namespace", query.namespace),
+        ("source_ip", query.source_ip), ("kind", query.kind), ("code", query.code),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = {mark}")
+            params.append(value)
+    if query.resource is not None:
+        # "pods" matches "pods" and "pods/<sub>": '0' is the character after '/', so this is a range.
+        clauses.append(f"(resource = {mark} OR (resource >= {mark} AND resource < {mark}))")
+        params += [query.resource, query.resource + "/", query.resource + "0"]
+    if query.outcome == "success":
+        clauses.append("code < 400")
+    elif query.outcome == "failure":
+        clauses.append("code >= 400")
+    if query.since is not None:
+        clauses.append(f"occurred_at >= {mark}")
+        params.append(query.since)
+    if query.until is not None:
+        clauses.append(f"occurred_at < {mark}")
+        params.append(query.until)
+    return " AND ".join(clauses), params
+
+
+def chunked(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def assign_indices(
+    size: int, entries: Sequence[NewEntry], stored: dict[str, int]
+) -> tuple[list[int], list[NewEntry]]:
+    """Leaf index for each entry (the stored one for a retry) and the entries that are really new.
+
+    ``stored`` maps dedupe keys already in the store to their index; a key repeated within the
+    batch gets the index of its first occurrence.
+    """
+    seen = dict(stored)
+    indices: list[int] = []
+    fresh: list[NewEntry] = []
+    for entry in entries:
+        index = seen.get(entry.dedupe_key)
+        if index is None:
+            index = size + len(fresh)
+            seen[entry.dedupe_key] = index
+            fresh.append(entry)
+        indices.append(index)
+    return indices, fresh
