@@ -34,6 +34,8 @@ VIOLATIONS = [
     ("5", "service-cde-external-exposure", "payments/Service/payment-api-debug"),
     ("6", "netpol-cde-default-deny-egress", "Namespace/tokenizer"),
     ("6", "netpol-workload-covered", "tokenizer/StatefulSet/tokenizer"),
+    ("6", "netpol-cde-effective-default-deny", "tokenizer/StatefulSet/tokenizer"),
+    ("6", "netpol-cde-unapproved-egress", "tokenizer/StatefulSet/tokenizer"),
     ("7a", "node-security-level-affinity", "payments/CronJob/ledger-reconcile"),
     ("7a", "node-security-level-tolerations", "payments/CronJob/ledger-reconcile"),
     ("7b", "node-security-level-nodename", "payments/Pod/payment-api-debug"),
@@ -78,6 +80,14 @@ def test_documented_violation_is_found(report: Report, row: str, check_id: str, 
 def test_reference_cde_workload_is_clean(report: Report) -> None:
     bad = [f for f in report.findings if str(f.resource) == "payments/Deployment/payment-api"]
     assert not bad, [(f.check_id, f.path, f.message) for f in bad]
+
+
+def test_approved_flows_keep_the_rest_of_the_cde_clean(report: Report) -> None:
+    segmentation_checks = ("netpol-cde-effective-default-deny", "netpol-cde-unapproved-ingress",
+                           "netpol-cde-unapproved-egress", "netpol-dmz-to-cde-datastore")
+    flagged = {str(f.resource) for f in report.findings if f.check_id in segmentation_checks}
+    assert flagged == {"tokenizer/StatefulSet/tokenizer"}
+    assert report.segmentation is not None
 
 
 def test_no_check_errors(report: Report) -> None:

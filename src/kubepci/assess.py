@@ -8,9 +8,10 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from kubepci import __version__
-from kubepci.analyzers import standard_analyzers
+from kubepci.analyzers import LazyAnalyzers, standard_analyzers
 from kubepci.checks._registry import Catalog
 from kubepci.config import Config
 from kubepci.engine import Evaluation, evaluate
@@ -18,9 +19,10 @@ from kubepci.inventory import Inventory
 from kubepci.model import Finding, Severity, Status
 from kubepci.model.report import Report, RequirementResult, RunMetadata, Verdict
 from kubepci.requirements import RequirementTree
+from kubepci.scope import ScopeMap
 from kubepci.waivers import Waiver, apply_waivers
 
-__all__ = ["assess", "exit_code_for", "requirement_results"]
+__all__ = ["assess", "exit_code_for", "requirement_results", "segmentation_evidence"]
 
 
 def exit_code_for(findings: Sequence[Finding], fail_on: Severity | None) -> int:
@@ -80,6 +82,30 @@ def requirement_results(
     return tuple(out)
 
 
+_POLICY_KINDS = ("NetworkPolicy", "AdminNetworkPolicy", "BaselineAdminNetworkPolicy")
+
+
+def segmentation_evidence(inventory: Inventory, scope: ScopeMap, analyzers: Mapping[str, object],
+                          ) -> Mapping[str, Any] | None:
+    """CDE segmentation evidence, when the run analysed reachability (a check computed the netpol
+    model) or the inventory has policies to analyse; None otherwise, so a scan that needs no
+    reachability never pays for it."""
+    if "netpol" not in analyzers:
+        return None
+    computed = analyzers.computed("netpol") if isinstance(analyzers, LazyAnalyzers) else True
+    if not computed and not any(inventory.of_kind(kind) for kind in _POLICY_KINDS):
+        return None
+    from kubepci.analyzers.netpol import NetpolModel
+    from kubepci.checks._segmentation import segmentation_of
+    from kubepci.checks._segmentation_evidence import evidence_of
+    from kubepci.reporters.segmentation import to_dict
+
+    model = analyzers["netpol"]
+    if not isinstance(model, NetpolModel):
+        return None
+    return to_dict(evidence_of(segmentation_of(model, scope, inventory)))
+
+
 def assess(
     inventory: Inventory,
     config: Config,
@@ -126,4 +152,5 @@ def assess(
         waiver_requests=outcome.requests,
         exit_code=exit_code_for(findings, fail_on),
         counts=dict(sorted(counts.items())),
+        segmentation=segmentation_evidence(inventory, evaluation.scope, analyzers),
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from kubepci.analyzers import standard_analyzers
 from kubepci.checks._registry import Catalog, Check, CheckContext
 from kubepci.config import Config
 from kubepci.inventory import Inventory, NamespaceInfo, Workload
@@ -53,7 +54,8 @@ def iter_targets(views: Sequence[str], inventory: Inventory) -> Iterator[tuple[A
     for view in views:
         if view == "workload":
             for wl in inventory.workloads:
-                yield wl, wl.resource
+                if not wl.owned:  # judged on its controller, not once per ReplicaSet and Pod
+                    yield wl, wl.resource
         elif view == "namespace":
             for info in inventory.namespaces.values():
                 yield info, info.resource
@@ -153,7 +155,9 @@ def evaluate(
     progress: ProgressFn | None = None,
 ) -> Evaluation:
     scope_map = scope if scope is not None else compute_scope(inventory, config)
-    ctx = CheckContext(inventory, scope_map, config, point, now, analyzers or {})
+    if analyzers is None:  # lazy: a model is computed only if a check asks for it
+        analyzers = standard_analyzers(inventory, config)
+    ctx = CheckContext(inventory, scope_map, config, point, now, analyzers)
     findings: list[Finding] = []
     passed: dict[str, tuple[ResourceRef, ...]] = {}
     evaluated: dict[str, int] = {}

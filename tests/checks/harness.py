@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubepci.analyzers import standard_analyzers
 from kubepci.checks import default_catalog
 from kubepci.config import Config, load_config
 from kubepci.engine import Evaluation, evaluate
@@ -44,7 +45,8 @@ def run_fixture(check_id: str, fixture: Path) -> Evaluation:
     inventory = Inventory.build(loaded.resources, loaded.unreadable, loaded.inputs)
     catalog = default_catalog().select([check_id])
     assert len(catalog) == 1, f"no check {check_id}"
-    return evaluate(catalog, inventory, fixture_config(fixture.parent))
+    cfg = fixture_config(fixture.parent)
+    return evaluate(catalog, inventory, cfg, analyzers=standard_analyzers(inventory, cfg))
 
 
 def all_fixtures() -> list[tuple[str, Path]]:

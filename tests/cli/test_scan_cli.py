@@ -47,7 +47,11 @@ def test_report_dir_writes_every_format(tmp_path: Path) -> None:
     proc = kubepci("scan", str(EXAMPLE), "--now", NOW, "--report-dir", str(tmp_path), "--fail-on", "none")
     assert proc.returncode == 0, proc.stderr.decode()
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["kubepci-report.json", "kubepci-report.junit.xml", "kubepci-report.sarif.json"]
+    assert names == ["kubepci-report.json", "kubepci-report.junit.xml", "kubepci-report.sarif.json",
+                     "kubepci-segmentation.svg"]
+    svg = (tmp_path / "kubepci-segmentation.svg").read_text()
+    assert 'data-name="tokenizer"' in svg
+    assert "tokenizer -&gt; zone/internet: all ports" in svg
     sarif = json.loads((tmp_path / "kubepci-report.sarif.json").read_text())
     results = sarif["runs"][0]["results"]
     assert any(r["ruleId"] == "workload-privileged" and "fluent-bit" in r["message"]["text"] for r in results)

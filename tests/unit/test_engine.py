@@ -80,3 +80,43 @@ def test_disabled_and_severity_override() -> None:
     result = evaluate(Catalog((image_x, cde_only)), _inventory(), cfg)
     assert {f.check_id for f in result.findings} == {"test-cde-only"}
     assert result.findings[0].severity is Severity.CRITICAL
+
+
+def test_controller_owned_pods_are_judged_once_on_their_controller() -> None:
+    text = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec: {template: {spec: {containers: [{name: w, image: boom}]}}}
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: web-5d8f
+  namespace: shop
+  ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: web, controller: true, uid: u1}]
+spec: {template: {spec: {containers: [{name: w, image: boom}]}}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-5d8f-x2
+  namespace: shop
+  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-5d8f, controller: true, uid: u2}]
+spec: {containers: [{name: w, image: boom}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: orphan
+  namespace: shop
+  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: gone, controller: true, uid: u3}]
+spec: {containers: [{name: w, image: boom}]}
+"""
+    resources, problems = parse_text(text, "live.yaml")
+    assert not problems
+    inventory = Inventory.build(resources)
+    assert [(w.resource.name, w.owned) for w in inventory.workloads] == [
+        ("web", False), ("web-5d8f", True), ("web-5d8f-x2", True), ("orphan", False)]
+    result = evaluate(Catalog((image_x,)), inventory, Config())
+    assert sorted(str(f.resource) for f in result.findings) == ["shop/Deployment/web", "shop/Pod/orphan"]

@@ -99,3 +99,14 @@ def test_unsafe_yaml_tags_never_execute(tmp_path: Path) -> None:
         resources, problems = parse_text(text, "evil.yaml")
         assert len(problems) == 1, (text, resources)
         assert not marker.exists()
+
+
+def test_component_config_files_are_named_after_their_file_and_cluster_wide(tmp_path: Path) -> None:
+    from kubepci.inventory import Inventory
+
+    policy = tmp_path / "audit-policy.yaml"
+    policy.write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n")
+    result = load_paths([str(policy)])
+    assert not result.unreadable
+    inventory = Inventory.build(result.resources)
+    assert [str(r.ref) for r in inventory.resources] == ["Policy/audit-policy.yaml"]

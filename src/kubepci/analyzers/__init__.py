@@ -27,6 +27,10 @@ class LazyAnalyzers(Mapping[str, Any]):
             self._values[key] = self._factories[key]()
         return self._values[key]
 
+    def __contains__(self, key: object) -> bool:
+        """Membership without computing (Mapping's default would call __getitem__)."""
+        return key in self._factories
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._factories)
 

@@ -9,6 +9,7 @@ import functools
 import types
 
 from kubepci.checks import (
+    cluster_config,
     identity,
     images,
     namespaces,
@@ -16,6 +17,7 @@ from kubepci.checks import (
     rbac,
     scheduling,
     secrets,
+    segmentation,
     tls,
     workload_security,
 )
@@ -30,9 +32,11 @@ MODULES: tuple[types.ModuleType, ...] = (
     secrets,
     namespaces,
     network,
+    segmentation,
     tls,
     scheduling,
     rbac,
+    cluster_config,
 )
 
 

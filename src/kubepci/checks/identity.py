@@ -75,6 +75,11 @@ def automount_sa_token(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Create a ServiceAccount for the workload and set serviceAccountName to it.",
     refs=("WKL-011", "C-0189", "CIS 5.1.5", "accounts_unique_service_account"),
+    cel=(
+        "(has(variables.podSpec.serviceAccountName) && variables.podSpec.serviceAccountName != '') ? "
+        "variables.podSpec.serviceAccountName != 'default' : (has(variables.podSpec.serviceAccount) && "
+        "variables.podSpec.serviceAccount != '' && variables.podSpec.serviceAccount != 'default')"
+    ),
 )
 def default_service_account(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """Every pod that names no account shares the namespace's default one, so a permission granted for one
@@ -97,6 +102,10 @@ def default_service_account(wl: Workload, ctx: CheckContext) -> Iterator[Violati
     targets=("ServiceAccount",),
     remediation="Set automountServiceAccountToken: false on every namespace's default ServiceAccount.",
     refs=("WKL-011", "C-0189", "CIS 5.1.5", "CKV_K8S_41"),
+    cel=(
+        "object.metadata.name != 'default' || (has(object.automountServiceAccountToken) && "
+        "object.automountServiceAccountToken == false)"
+    ),
 )
 def default_sa_automount(sa: Resource, ctx: CheckContext) -> Iterator[Violation]:
     """Pods that name no account get the default one; if it automounts, each of them carries an API
@@ -119,6 +128,10 @@ def default_sa_automount(sa: Resource, ctx: CheckContext) -> Iterator[Violation]
     targets=("RoleBinding", "ClusterRoleBinding"),
     remediation="Bind the role to a dedicated ServiceAccount instead of default.",
     refs=("WKL-011", "CKV_K8S_42", "accounts_no_rolebindings_default_service_account"),
+    cel=(
+        "!has(object.subjects) || object.subjects.all(s, !(has(s.kind) && s.kind == 'ServiceAccount' && "
+        "has(s.name) && s.name == 'default'))"
+    ),
 )
 def binding_default_sa(binding: Resource, ctx: CheckContext) -> Iterator[Violation]:
     """A role bound to a default ServiceAccount is held by every pod in that namespace that names no
@@ -142,6 +155,11 @@ def binding_default_sa(binding: Resource, ctx: CheckContext) -> Iterator[Violati
     targets=("Secret",),
     remediation="Delete the token Secret and let pods use projected, time-bound tokens (TokenRequest).",
     refs=("IDN-002", "IDN-008"),
+    cel=(
+        "!has(object.type) || object.type != 'kubernetes.io/service-account-token' || "
+        "(has(object.metadata.labels) && 'kubernetes.io/legacy-token-invalid-since' in "
+        "object.metadata.labels)"
+    ),
 )
 def token_secret(secret: Resource, ctx: CheckContext) -> Iterator[Violation]:
     """A kubernetes.io/service-account-token Secret holds a token that never expires and is valid until the

@@ -94,6 +94,13 @@ def registry_allowed(image: str, prefixes: tuple[str, ...]) -> bool:
     targets=("workload",),
     remediation="Reference every image by a fixed version tag or, better, by its sha256 digest.",
     refs=("VUL-004", "C-0075", "KSV-0013", "CKV_K8S_14"),
+    cel=(
+        "variables.containers.all(c, !has(c.image) || c.image == '' || (c.image.trim().indexOf('@') >= 0 "
+        "&& c.image.trim().indexOf('@') < size(c.image.trim()) - 1) || !(c.image.trim().lastIndexOf(':') "
+        "<= c.image.trim().lastIndexOf('/') || c.image.trim().endsWith(':') || "
+        "c.image.trim().endsWith(':@') || c.image.trim().endsWith(':latest') || "
+        "c.image.trim().endsWith(':latest@')))"
+    ),
 )
 def tag_not_latest(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """``:latest`` and an omitted tag name whatever was pushed last, so the code that runs can change
@@ -124,6 +131,10 @@ def tag_not_latest(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     remediation="Reference the image as registry/repository@sha256:<digest> (a tag may precede the digest).",
     refs=("VUL-004", "C-0306", "CKV_K8S_43"),
     enforcement=Enforcement.WARN,
+    cel=(
+        "variables.containers.all(c, !has(c.image) || c.image == '' || "
+        "c.image.matches('@sha256:[0-9a-f]{64}$'))"
+    ),
 )
 def digest_pinned(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """Even a version tag can be re-pushed; only a content digest proves which bytes ran.
@@ -152,6 +163,10 @@ def digest_pinned(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Push the image to an approved registry and reference it from there.",
     refs=("VUL-001", "C-0078", "KSV-0125"),
+    cel=(
+        "variables.containers.all(c, !has(c.image) || c.image == '' || variables.allowedImages.exists(a, "
+        "c.image.trim().matches(a.match) && !c.image.trim().matches(a.unless)))"
+    ),
 )
 def allowed_registry(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """Only an approved registry scans, signs and retains what runs in the cluster (6.3.1, 6.3.2).
@@ -180,6 +195,11 @@ def allowed_registry(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Set imagePullPolicy: Always on every container whose image is not pinned by digest.",
     refs=("VUL-004", "CKV_K8S_15"),
+    cel=(
+        "variables.containers.all(c, !has(c.image) || c.image == '' || (has(c.imagePullPolicy) && "
+        "c.imagePullPolicy == 'Always') || ((!has(c.imagePullPolicy) || c.imagePullPolicy == '') && "
+        "(c.image.trim().indexOf('@') >= 0 && c.image.trim().indexOf('@') < size(c.image.trim()) - 1)))"
+    ),
 )
 def pull_policy_always(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """A cached copy of a tag may differ from what the registry now serves, and a node cache lets a

@@ -106,6 +106,10 @@ def system_namespace(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("namespace",),
     remediation="Label the namespace pod-security.kubernetes.io/enforce=restricted (or baseline at least).",
     refs=("CFG-013", "CIS 5.2.1"),
+    cel=(
+        "has(object.metadata.labels) && 'pod-security.kubernetes.io/enforce' in object.metadata.labels "
+        "&& object.metadata.labels['pod-security.kubernetes.io/enforce'] in ['baseline', 'restricted']"
+    ),
 )
 def psa_enforce(ns: NamespaceInfo, ctx: CheckContext) -> Iterator[Violation]:
     """Pod Security Admission is the built-in, fail-closed floor under every workload check: without an
@@ -132,6 +136,10 @@ def psa_enforce(ns: NamespaceInfo, ctx: CheckContext) -> Iterator[Violation]:
     remediation="Label the CDE namespace pod-security.kubernetes.io/enforce=restricted.",
     refs=("CFG-013", "CIS 5.2.1"),
     applies_to="cde",
+    cel=(
+        "has(object.metadata.labels) && 'pod-security.kubernetes.io/enforce' in object.metadata.labels "
+        "&& object.metadata.labels['pod-security.kubernetes.io/enforce'] == 'restricted'"
+    ),
 )
 def psa_cde_restricted(ns: NamespaceInfo, ctx: CheckContext) -> Iterator[Violation]:
     """``baseline`` still allows running as root and keeping default capabilities; cardholder data

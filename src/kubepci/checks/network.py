@@ -272,6 +272,14 @@ def allow_all_rules(pol: Resource, ctx: CheckContext) -> Iterator[Violation]:
     applies_to="in-scope",
     enforcement=Enforcement.AUDIT,
     refs=("NET-006",),
+    cel=(
+        "!has(object.spec) || ((!((has(object.spec.policyTypes) && size(object.spec.policyTypes) > 0) ? "
+        "'Ingress' in object.spec.policyTypes : true) || !has(object.spec.ingress) || "
+        "object.spec.ingress.all(r, has(r.ports) && size(r.ports) > 0)) && "
+        "(!((has(object.spec.policyTypes) && size(object.spec.policyTypes) > 0) ? 'Egress' in "
+        "object.spec.policyTypes : (has(object.spec.egress) && size(object.spec.egress) > 0)) || "
+        "!has(object.spec.egress) || object.spec.egress.all(r, has(r.ports) && size(r.ports) > 0)))"
+    ),
 )
 def rules_without_ports(pol: Resource, ctx: CheckContext) -> Iterator[Violation]:
     """PCI 1.2.5 wants every allowed port and protocol identified; a rule without ``ports`` allows all
@@ -356,6 +364,10 @@ def metadata_endpoint(pol: Resource, ctx: CheckContext) -> Iterator[Violation]:
     remediation="Use a ClusterIP Service and expose it only through the DMZ ingress controller.",
     applies_to="cde",
     refs=("NET-008", "C-0256", "gatekeeper K8sBlockLoadBalancer", "gatekeeper K8sBlockNodePort"),
+    cel=(
+        "!has(object.spec) || !has(object.spec.type) || !(object.spec.type in ['LoadBalancer', "
+        "'NodePort'])"
+    ),
 )
 def service_cde_external_exposure(svc: Resource, ctx: CheckContext) -> Iterator[Violation]:
     """A LoadBalancer or NodePort opens a CDE pod to networks outside the cluster, bypassing the DMZ
@@ -374,6 +386,7 @@ def service_cde_external_exposure(svc: Resource, ctx: CheckContext) -> Iterator[
     targets=("Service",),
     remediation="Remove spec.externalIPs and expose the Service through an ingress or load balancer.",
     refs=("NET-009", "KSV-0108", "C-0283", "CIS 1.2.3"),
+    cel="!has(object.spec) || !has(object.spec.externalIPs) || size(object.spec.externalIPs) == 0",
 )
 def service_external_ips(svc: Resource, ctx: CheckContext) -> Iterator[Violation]:
     """externalIPs let whoever can create a Service capture traffic for any IP (CVE-2020-8554) and

@@ -112,6 +112,14 @@ def _kubernetes_own(role: Resource) -> bool:
     targets=("Role", "ClusterRole"),
     remediation="Replace every '*' in verbs, resources and apiGroups with the explicit values needed.",
     refs=("ACC-002", "KSV-0044", "KSV-0045", "KSV-0046", "C-0187", "CIS 5.1.3", "CKV_K8S_49"),
+    cel=(
+        "(object.metadata.name.startsWith('system:') || (object.metadata.name in ['cluster-admin', "
+        "'admin', 'edit', 'view'] && has(object.metadata.labels) && 'kubernetes.io/bootstrapping' in "
+        "object.metadata.labels && object.metadata.labels['kubernetes.io/bootstrapping'] == "
+        "'rbac-defaults')) || !has(object.rules) || object.rules == null || object.rules.all(r, "
+        "!(has(r.verbs) && '*' in r.verbs) && !(has(r.resources) && '*' in r.resources) && "
+        "!(has(r.apiGroups) && '*' in r.apiGroups))"
+    ),
 )
 def wildcard(role: Resource, ctx: CheckContext) -> Iterator[Violation]:
     """A ``*`` grants everything that exists and everything a future API version or CRD adds, which
@@ -249,6 +257,15 @@ def reserved_name_binding(binding: Resource, ctx: CheckContext) -> Iterator[Viol
     targets=("ClusterRoleBinding", "RoleBinding"),
     remediation="Bind the role to named users, groups or service accounts instead of system:* groups.",
     refs=("ACC-005", "KSV-0122", "C-0262", "C-0265", "gatekeeper K8sDisallowAnonymous"),
+    cel=(
+        "!has(object.subjects) || object.subjects.all(s, !(has(s.kind) && has(s.name) && s.kind in "
+        "['User', 'Group'] && s.name in ['system:anonymous', 'system:authenticated', "
+        "'system:unauthenticated']) || (object.kind == 'ClusterRoleBinding' && has(object.roleRef) && "
+        "object.roleRef.kind == 'ClusterRole' && object.roleRef.name == object.metadata.name && "
+        "((object.metadata.name in ['system:basic-user', 'system:discovery'] && s.name == "
+        "'system:authenticated') || (object.metadata.name == 'system:public-info-viewer' && s.name in "
+        "['system:authenticated', 'system:unauthenticated']))))"
+    ),
 )
 def anonymous_binding(binding: Resource, ctx: CheckContext) -> Iterator[Violation]:
     """system:anonymous, system:unauthenticated and system:authenticated are everyone: a grant to them
@@ -299,6 +316,11 @@ _BUILTIN_USER_ROLES = frozenset({"cluster-admin", "admin", "edit"})
     targets=("ClusterRole",),
     remediation="Give the role its own name, or drop it and rely on the built-in one the API server maintains.",
     refs=("ACC-002", "ACC-004"),
+    cel=(
+        "!(object.metadata.name in ['cluster-admin', 'admin', 'edit', 'view']) || "
+        "(has(object.metadata.labels) && 'kubernetes.io/bootstrapping' in object.metadata.labels && "
+        "object.metadata.labels['kubernetes.io/bootstrapping'] == 'rbac-defaults')"
+    ),
 )
 def builtin_role_redefined(role: Resource, ctx: CheckContext) -> Iterator[Violation]:
     """cluster-admin, admin, edit and view are maintained by the API server (labelled
@@ -320,6 +342,34 @@ def builtin_role_redefined(role: Resource, ctx: CheckContext) -> Iterator[Violat
     remediation="Remove bind, escalate, impersonate and exec/attach/portforward/proxy/token/approval grants.",
     refs=("ACC-004", "C-0002", "C-0063", "C-0065", "C-0191", "KSV-0053", "CKV_K8S_156", "CKV_K8S_157",
           "CKV_K8S_158", "polaris clusterrolePodExecAttach"),
+    cel=(
+        "(object.metadata.name.startsWith('system:') || (object.metadata.name in ['cluster-admin', "
+        "'admin', 'edit', 'view'] && has(object.metadata.labels) && 'kubernetes.io/bootstrapping' in "
+        "object.metadata.labels && object.metadata.labels['kubernetes.io/bootstrapping'] == "
+        "'rbac-defaults')) || (object.kind == 'ClusterRole' && object.metadata.name in ['cluster-admin', "
+        "'admin', 'edit']) || !has(object.rules) || object.rules == null || object.rules.all(r, !(('*' "
+        "in (has(r.verbs) ? r.verbs : []) && '*' in (has(r.apiGroups) ? r.apiGroups : []) && '*' in "
+        "(has(r.resources) ? r.resources : [])) || (((has(r.verbs) ? r.verbs : []).exists(v, v in "
+        "['bind', 'escalate', 'impersonate'])) && size((has(r.resources) ? r.resources : [])) > 0) || "
+        "('*' in (has(r.verbs) ? r.verbs : []) && ((('rbac.authorization.k8s.io' in (has(r.apiGroups) ? "
+        "r.apiGroups : []) || '*' in (has(r.apiGroups) ? r.apiGroups : [])) && (has(r.resources) ? "
+        "r.resources : []).exists(x, x in ['*', 'roles', 'clusterroles'])) || (('' in (has(r.apiGroups) "
+        "? r.apiGroups : []) || '*' in (has(r.apiGroups) ? r.apiGroups : [])) && (has(r.resources) ? "
+        "r.resources : []).exists(x, x in ['*', 'users', 'groups', 'serviceaccounts'])) || "
+        "(('authentication.k8s.io' in (has(r.apiGroups) ? r.apiGroups : []) || '*' in (has(r.apiGroups) "
+        "? r.apiGroups : [])) && (has(r.resources) ? r.resources : []).exists(x, x in ['*', 'uids', "
+        "'userextras'] || x.startsWith('userextras/'))))) || ((has(r.verbs) ? r.verbs : []).exists(v, v "
+        "in ['*', 'create', 'get']) && ('' in (has(r.apiGroups) ? r.apiGroups : []) || '*' in "
+        "(has(r.apiGroups) ? r.apiGroups : [])) && (has(r.resources) ? r.resources : []).exists(x, x in "
+        "['*', 'pods/exec', '*/exec', 'pods/attach', '*/attach', 'pods/portforward', '*/portforward', "
+        "'nodes/proxy', '*/proxy'])) || ((has(r.verbs) ? r.verbs : []).exists(v, v in ['*', 'create']) "
+        "&& ('' in (has(r.apiGroups) ? r.apiGroups : []) || '*' in (has(r.apiGroups) ? r.apiGroups : "
+        "[])) && (has(r.resources) ? r.resources : []).exists(x, x in ['*', 'serviceaccounts/token', "
+        "'*/token'])) || ((has(r.verbs) ? r.verbs : []).exists(v, v in ['*', 'update', 'patch']) && "
+        "('certificates.k8s.io' in (has(r.apiGroups) ? r.apiGroups : []) || '*' in (has(r.apiGroups) ? "
+        "r.apiGroups : [])) && (has(r.resources) ? r.resources : []).exists(x, x in ['*', "
+        "'certificatesigningrequests/approval', '*/approval']))))"
+    ),
 )
 def escalation_verbs(role: Resource, ctx: CheckContext) -> Iterator[Violation]:
     """Each of these turns a limited grant into more: bind/escalate create roles beyond your own,
@@ -346,6 +396,15 @@ def escalation_verbs(role: Resource, ctx: CheckContext) -> Iterator[Violation]:
     targets=("Role", "ClusterRole"),
     remediation="Limit Secret reads to named secrets with resourceNames or to the workloads that mount them.",
     refs=("ACC-003", "KSV-0041", "C-0015", "C-0186", "CIS 5.1.2"),
+    cel=(
+        "(object.metadata.name.startsWith('system:') || (object.metadata.name in ['cluster-admin', "
+        "'admin', 'edit', 'view'] && has(object.metadata.labels) && 'kubernetes.io/bootstrapping' in "
+        "object.metadata.labels && object.metadata.labels['kubernetes.io/bootstrapping'] == "
+        "'rbac-defaults')) || !has(object.rules) || object.rules == null || object.rules.all(r, !(('' in "
+        "(has(r.apiGroups) ? r.apiGroups : []) || '*' in (has(r.apiGroups) ? r.apiGroups : [])) && "
+        "(has(r.resources) ? r.resources : []).exists(x, x in ['*', 'secrets']) && (has(r.verbs) ? "
+        "r.verbs : []).exists(v, v in ['*', 'get', 'list', 'watch'])))"
+    ),
 )
 def secret_read(role: Resource, ctx: CheckContext) -> Iterator[Violation]:
     """get, list and watch on secrets return their data (list and watch: all of them at once), which

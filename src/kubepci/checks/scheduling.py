@@ -225,6 +225,10 @@ def security_level_nodename(wl: Workload, ctx: CheckContext) -> Iterator[Violati
     remediation="Label the namespace with kubepci.io/security-level naming the node pool it must run on.",
     applies_to="cde",
     refs=("CFG-012",),
+    cel=(
+        "has(object.metadata.labels) && 'kubepci.io/security-level' in object.metadata.labels && "
+        "object.metadata.labels['kubepci.io/security-level'] != ''"
+    ),
 )
 def security_level_namespace_label(ns: NamespaceInfo, ctx: CheckContext) -> Iterator[Violation]:
     """Without a level the node-segregation checks have nothing to enforce for the namespace's pods,

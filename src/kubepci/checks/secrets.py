@@ -149,6 +149,11 @@ def configmap_credentials(cm: Resource, ctx: CheckContext) -> Iterator[Violation
     remediation="Mount the Secret as a read-only volume and have the application read the file.",
     refs=("DAT-005", "C-0207", "CKV_K8S_35"),
     enforcement=Enforcement.AUDIT,
+    cel=(
+        "variables.containers.all(c, (!has(c.env) || c.env.all(e, !has(e.valueFrom) || "
+        "!has(e.valueFrom.secretKeyRef) || size(e.valueFrom.secretKeyRef) == 0)) && (!has(c.envFrom) || "
+        "c.envFrom.all(s, !has(s.secretRef) || size(s.secretRef) == 0)))"
+    ),
 )
 def env_secret_ref(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """Environment variables leak: crash dumps, ``/proc/<pid>/environ``, child processes and debug

@@ -77,6 +77,19 @@ def _rules(spec: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
     targets=("Ingress",),
     remediation="Add a spec.tls entry with a secretName whose hosts cover every rule host.",
     refs=("TLS-005", "C-0263"),
+    cel=(
+        "(has(object.metadata.annotations) && ['alb.ingress.kubernetes.io/certificate-arn', "
+        "'ingress.gcp.kubernetes.io/pre-shared-cert', "
+        "'networking.gke.io/managed-certificates'].exists(k, k in object.metadata.annotations)) || "
+        "(has(object.spec) && has(object.spec.tls) && size(object.spec.tls) > 0 && "
+        "(object.spec.tls.exists(t, (has(t.secretName) && t.secretName != '') && (!has(t.hosts) || "
+        "t.hosts.all(h, h == ''))) || !has(object.spec.rules) || object.spec.rules.all(r, !has(r.host) "
+        "|| r.host == '' || object.spec.tls.exists(t, (has(t.secretName) && t.secretName != '') && "
+        "has(t.hosts) && t.hosts.exists(h, h != '' && (h.lowerAscii() == r.host.lowerAscii() || "
+        "(h.startsWith('*.') && r.host.contains('.') && r.host.substring(r.host.indexOf('.') + "
+        "1).lowerAscii() == h.substring(2).lowerAscii()) || (r.host.startsWith('*.') && h.contains('.') "
+        "&& h.substring(h.indexOf('.') + 1).lowerAscii() == r.host.substring(2).lowerAscii())))))))"
+    ),
 )
 def ingress_tls(ing: Resource, ctx: CheckContext) -> Iterator[Violation]:
     """An Ingress host without a TLS entry is served over plain HTTP (4.2.1). A TLS entry must name a
@@ -128,6 +141,11 @@ def ingress_tls(ing: Resource, ctx: CheckContext) -> Iterator[Violation]:
     targets=("Ingress",),
     remediation="Give every Ingress rule an explicit, non-wildcard host and drop catch-all default backends.",
     refs=("NET-007",),
+    cel=(
+        "!has(object.spec) || (!(has(object.spec.defaultBackend) && size(object.spec.defaultBackend) > "
+        "0) && !(has(object.spec.backend) && size(object.spec.backend) > 0) && (!has(object.spec.rules) "
+        "|| object.spec.rules.all(r, has(r.host) && r.host.trim() != '' && !r.host.contains('*'))))"
+    ),
 )
 def ingress_wildcard_host(ing: Resource, ctx: CheckContext) -> Iterator[Violation]:
     """The DMZ must expose only the services meant to be public (1.4.2). A rule without a host, a

@@ -50,8 +50,10 @@ _CONTAINERS_CEL = (
     targets=("workload",),
     remediation="Remove securityContext.privileged (or set it false) and grant only the capabilities needed.",
     refs=("WKL-001", "C-0057", "KSV-0017", "CIS 5.2.2", "CKV_K8S_16"),
-    cel=f"({_CONTAINERS_CEL}).all(c, !has(c.securityContext) || !has(c.securityContext.privileged)"
-    " || c.securityContext.privileged == false)",
+    cel=(
+        "variables.containers.all(c, !(has(c.securityContext) && has(c.securityContext.privileged)) || "
+        "c.securityContext.privileged != true)"
+    ),
 )
 def privileged(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """A privileged container has every capability and all host devices: one escape away from the node."""
@@ -69,6 +71,11 @@ def privileged(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Set securityContext.allowPrivilegeEscalation to false on every container.",
     refs=("WKL-002", "C-0016", "KSV-0001", "CIS 5.2.6", "CKV_K8S_20"),
+    cel=(
+        "variables.containers.all(c, has(c.securityContext) && "
+        "has(c.securityContext.allowPrivilegeEscalation) && c.securityContext.allowPrivilegeEscalation "
+        "== false)"
+    ),
 )
 def privilege_escalation(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """Unset means allowed (setuid binaries can gain privileges), so only an explicit false passes."""
@@ -91,6 +98,20 @@ def privilege_escalation(wl: Workload, ctx: CheckContext) -> Iterator[Violation]
     targets=("workload",),
     remediation="Set runAsNonRoot: true and a non-zero runAsUser in the pod or container securityContext.",
     refs=("WKL-004", "C-0013", "KSV-0012", "CIS 5.2.7", "CKV_K8S_23"),
+    cel=(
+        "variables.containers.all(c, (has(c.securityContext) && has(c.securityContext.runAsUser)) ? "
+        "(c.securityContext.runAsUser != 0 && (c.securityContext.runAsUser > 0 || "
+        "((has(c.securityContext) && has(c.securityContext.runAsNonRoot)) ? "
+        "c.securityContext.runAsNonRoot == true : (has(variables.podSecurityContext.runAsNonRoot) && "
+        "variables.podSecurityContext.runAsNonRoot == true)))) : "
+        "(has(variables.podSecurityContext.runAsUser) ? (variables.podSecurityContext.runAsUser != 0 && "
+        "(variables.podSecurityContext.runAsUser > 0 || ((has(c.securityContext) && "
+        "has(c.securityContext.runAsNonRoot)) ? c.securityContext.runAsNonRoot == true : "
+        "(has(variables.podSecurityContext.runAsNonRoot) && variables.podSecurityContext.runAsNonRoot == "
+        "true)))) : ((has(c.securityContext) && has(c.securityContext.runAsNonRoot)) ? "
+        "c.securityContext.runAsNonRoot == true : (has(variables.podSecurityContext.runAsNonRoot) && "
+        "variables.podSecurityContext.runAsNonRoot == true))))"
+    ),
 )
 def run_as_non_root(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """runAsNonRoot (or an explicit non-zero runAsUser) must hold for each container; uid 0 always fails."""
@@ -117,6 +138,11 @@ def run_as_non_root(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Set securityContext.readOnlyRootFilesystem to true and mount emptyDir for writable paths.",
     refs=("WKL-005", "C-0017", "KSV-0014", "CKV_K8S_22"),
+    cel=(
+        "variables.runContainers.all(c, has(c.securityContext) && "
+        "has(c.securityContext.readOnlyRootFilesystem) && c.securityContext.readOnlyRootFilesystem == "
+        "true)"
+    ),
 )
 def readonly_rootfs(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """A writable root filesystem lets an intruder drop and run binaries that drift from the image."""
@@ -139,7 +165,7 @@ def readonly_rootfs(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Remove hostPID from the pod spec.",
     refs=("WKL-006", "C-0038", "KSV-0010", "CIS 5.2.3", "CKV_K8S_17"),
-    cel="!has(object.spec.hostPID) || object.spec.hostPID == false",
+    cel="!has(variables.podSpec.hostPID) || variables.podSpec.hostPID != true",
 )
 def host_pid(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """hostPID exposes every process on the node, including other tenants' secrets in /proc."""
@@ -156,7 +182,7 @@ def host_pid(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Remove hostIPC from the pod spec.",
     refs=("WKL-006", "C-0038", "KSV-0008", "CIS 5.2.4", "CKV_K8S_18"),
-    cel="!has(object.spec.hostIPC) || object.spec.hostIPC == false",
+    cel="!has(variables.podSpec.hostIPC) || variables.podSpec.hostIPC != true",
 )
 def host_ipc(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """hostIPC lets the pod read shared memory of host processes."""
@@ -173,7 +199,7 @@ def host_ipc(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Remove hostNetwork from the pod spec and expose the workload through a Service.",
     refs=("WKL-006", "C-0041", "KSV-0009", "CIS 5.2.5", "CKV_K8S_19"),
-    cel="!has(object.spec.hostNetwork) || object.spec.hostNetwork == false",
+    cel="!has(variables.podSpec.hostNetwork) || variables.podSpec.hostNetwork != true",
 )
 def host_network(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """A hostNetwork pod bypasses NetworkPolicy entirely, so CDE segmentation cannot hold for it."""
@@ -190,6 +216,10 @@ def host_network(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Remove hostPort from container ports and expose the workload through a Service.",
     refs=("WKL-006", "C-0044", "KSV-0024", "CIS 5.2.12", "CKV_K8S_26"),
+    cel=(
+        "variables.containers.all(c, !has(c.ports) || c.ports.all(p, !has(p.hostPort) || p.hostPort == "
+        "0))"
+    ),
 )
 def host_port(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """A host port opens the node's interface to the pod outside any NetworkPolicy."""
@@ -225,6 +255,16 @@ RUNTIME_DEFAULT_CAPABILITIES = frozenset({
     targets=("workload",),
     remediation="Set securityContext.capabilities.drop to [ALL] and add back only what the container needs.",
     refs=("WKL-003", "C-0046", "KSV-0003", "KSV-0106", "CIS 5.2.9", "CKV_K8S_37"),
+    cel=(
+        "(has(variables.podSpec.os) && has(variables.podSpec.os.name) && "
+        "variables.podSpec.os.name.lowerAscii() == 'windows') || variables.containers.all(c, "
+        "has(c.securityContext) && has(c.securityContext.capabilities) && "
+        "has(c.securityContext.capabilities.drop) && (c.securityContext.capabilities.drop.exists(d, "
+        "d.trim().upperAscii() in ['ALL', 'CAP_ALL']) || ['AUDIT_WRITE', 'CHOWN', 'DAC_OVERRIDE', "
+        "'FOWNER', 'FSETID', 'KILL', 'MKNOD', 'NET_BIND_SERVICE', 'NET_RAW', 'SETFCAP', 'SETGID', "
+        "'SETPCAP', 'SETUID', 'SYS_CHROOT'].all(n, c.securityContext.capabilities.drop.exists(d, "
+        "d.trim().upperAscii() in [n, 'CAP_' + n]))))"
+    ),
 )
 def capabilities_drop_all(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """The blog's rule is that pod security explicitly lists the capabilities a workload needs; that only
@@ -250,6 +290,11 @@ def capabilities_drop_all(wl: Workload, ctx: CheckContext) -> Iterator[Violation
     targets=("workload",),
     remediation="Remove every entry from securityContext.capabilities.add except NET_BIND_SERVICE.",
     refs=("WKL-003", "C-0046", "KSV-0005", "KSV-0022", "KSV-0106", "CIS 5.2.9", "CKV_K8S_25", "CKV_K8S_39"),
+    cel=(
+        "variables.containers.all(c, !(has(c.securityContext) && has(c.securityContext.capabilities) && "
+        "has(c.securityContext.capabilities.add)) || c.securityContext.capabilities.add.all(a, "
+        "a.trim().upperAscii() in ['', 'CAP_', 'NET_BIND_SERVICE', 'CAP_NET_BIND_SERVICE']))"
+    ),
 )
 def dangerous_capabilities(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """Capabilities on kubescape's insecure list (SYS_ADMIN, NET_ADMIN, ALL, ...) are escape or sniffing
@@ -276,6 +321,15 @@ def dangerous_capabilities(wl: Workload, ctx: CheckContext) -> Iterator[Violatio
     targets=("workload",),
     remediation="Drop NET_RAW (or ALL) in securityContext.capabilities and never add it back.",
     refs=("WKL-003", "C-0046", "CIS 5.2.8", "CKV_K8S_28"),
+    cel=(
+        "(has(variables.podSpec.os) && has(variables.podSpec.os.name) && "
+        "variables.podSpec.os.name.lowerAscii() == 'windows') || variables.containers.all(c, "
+        "has(c.securityContext) && has(c.securityContext.capabilities) && "
+        "has(c.securityContext.capabilities.drop) && c.securityContext.capabilities.drop.exists(d, "
+        "d.trim().upperAscii() in ['ALL', 'CAP_ALL', 'NET_RAW', 'CAP_NET_RAW']) && "
+        "(!has(c.securityContext.capabilities.add) || !c.securityContext.capabilities.add.exists(a, "
+        "a.trim().upperAscii() in ['ALL', 'CAP_ALL', 'NET_RAW', 'CAP_NET_RAW'])))"
+    ),
 )
 def net_raw(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """NET_RAW is in the runtime's default set and lets a container forge packets and spoof addresses on the
@@ -306,6 +360,14 @@ def net_raw(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Set securityContext.runAsUser to a UID at or above the configured minimum (default 10000).",
     refs=("WKL-004", "KSV-0020", "CKV_K8S_40"),
+    cel=(
+        "(has(variables.podSpec.os) && has(variables.podSpec.os.name) && "
+        "variables.podSpec.os.name.lowerAscii() == 'windows') || (has(variables.podSpec.hostUsers) && "
+        "variables.podSpec.hostUsers == false) || variables.containers.all(c, (has(c.securityContext) && "
+        "has(c.securityContext.runAsUser)) ? c.securityContext.runAsUser >= variables.minUid : "
+        "(has(variables.podSecurityContext.runAsUser) && variables.podSecurityContext.runAsUser >= "
+        "variables.minUid))"
+    ),
 )
 def high_uid(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """A low UID can collide with a real account on the node, so an escaped process would act as that
@@ -334,6 +396,14 @@ def high_uid(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Set runAsGroup and fsGroup to a non-zero GID and remove 0 from supplementalGroups.",
     refs=("WKL-004", "KSV-0029", "KSV-0116"),
+    cel=(
+        "!(has(variables.podSecurityContext.runAsGroup) && variables.podSecurityContext.runAsGroup == 0) "
+        "&& !(has(variables.podSecurityContext.fsGroup) && variables.podSecurityContext.fsGroup == 0) && "
+        "!(has(variables.podSecurityContext.supplementalGroups) && 0 in "
+        "variables.podSecurityContext.supplementalGroups) && variables.containers.all(c, "
+        "!(has(c.securityContext) && has(c.securityContext.runAsGroup)) || c.securityContext.runAsGroup "
+        "!= 0)"
+    ),
 )
 def root_group(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """GID 0 owns many files on the node and in images; a process in the root group can read or write them.
@@ -366,7 +436,7 @@ def root_group(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Replace hostPath volumes with emptyDir, configMap, secret or persistent volumes.",
     refs=("WKL-007", "C-0045", "C-0048", "KSV-0023", "KSV-0121"),
-    cel="!has(object.spec.volumes) || object.spec.volumes.all(v, !has(v.hostPath))",
+    cel="!has(variables.podSpec.volumes) || variables.podSpec.volumes.all(v, !has(v.hostPath))",
 )
 def host_path(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """A hostPath volume reaches past the container boundary into the node's filesystem: node credentials,
@@ -390,6 +460,18 @@ def host_path(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Remove hostPath volumes that expose docker, containerd, CRI-O or podman sockets or /run.",
     refs=("WKL-007", "C-0074", "KSV-0006", "CKV_K8S_27"),
+    cel=(
+        "!has(variables.podSpec.volumes) || variables.podSpec.volumes.all(v, !has(v.hostPath) || "
+        "!has(v.hostPath.path) || !v.hostPath.path.startsWith('/') || !(('/' + "
+        "v.hostPath.path.split('/').filter(p, p != '' && p != '.').join('/')) in ['/', '/run', "
+        "'/run/containerd', '/run/crio', '/run/docker', '/run/k3s/containerd', '/run/podman', "
+        "'/var/run', '/var/run/containerd', '/var/run/crio', '/var/run/docker', '/var/run/podman'] || "
+        "(size(v.hostPath.path.split('/').filter(p, p != '' && p != '.')) > 0 && "
+        "v.hostPath.path.split('/').filter(p, p != '' && p != "
+        "'.')[size(v.hostPath.path.split('/').filter(p, p != '' && p != '.')) - 1] in "
+        "['containerd.sock', 'cri-dockerd.sock', 'crio.sock', 'docker.sock', 'dockershim.sock', "
+        "'podman.sock'])))"
+    ),
 )
 def container_runtime_socket(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """Whoever talks to the runtime socket can start a privileged container on the node: it is root on the
@@ -415,6 +497,38 @@ def container_runtime_socket(wl: Workload, ctx: CheckContext) -> Iterator[Violat
     targets=("workload",),
     remediation="Set securityContext.seccompProfile.type to RuntimeDefault in the pod spec.",
     refs=("WKL-008", "C-0210", "KSV-0030", "KSV-0104", "CIS 5.6.2", "CKV_K8S_31"),
+    cel=(
+        "(has(variables.podSpec.os) && has(variables.podSpec.os.name) && "
+        "variables.podSpec.os.name.lowerAscii() == 'windows') || "
+        "(!(has(variables.podSecurityContext.seccompProfile) && "
+        "has(variables.podSecurityContext.seccompProfile.type) && "
+        "variables.podSecurityContext.seccompProfile.type == 'Unconfined') && "
+        "!('seccomp.security.alpha.kubernetes.io/pod' in variables.podAnnotations && "
+        "variables.podAnnotations['seccomp.security.alpha.kubernetes.io/pod'].trim() in ['unconfined', "
+        "'Unconfined']) && variables.containers.all(c, !(has(c.securityContext) && "
+        "has(c.securityContext.seccompProfile) && has(c.securityContext.seccompProfile.type) && "
+        "c.securityContext.seccompProfile.type == 'Unconfined') && "
+        "!(('container.seccomp.security.alpha.kubernetes.io/' + c.name) in variables.podAnnotations && "
+        "variables.podAnnotations['container.seccomp.security.alpha.kubernetes.io/' + c.name].trim() in "
+        "['unconfined', 'Unconfined']) && ((has(c.securityContext) && "
+        "has(c.securityContext.seccompProfile) && has(c.securityContext.seccompProfile.type) && "
+        "c.securityContext.seccompProfile.type != '') ? c.securityContext.seccompProfile.type in "
+        "['RuntimeDefault', 'Localhost'] : ((has(variables.podSecurityContext.seccompProfile) && "
+        "has(variables.podSecurityContext.seccompProfile.type) && "
+        "variables.podSecurityContext.seccompProfile.type != '') ? "
+        "variables.podSecurityContext.seccompProfile.type in ['RuntimeDefault', 'Localhost'] : "
+        "((('container.seccomp.security.alpha.kubernetes.io/' + c.name) in variables.podAnnotations && "
+        "variables.podAnnotations['container.seccomp.security.alpha.kubernetes.io/' + c.name].trim() != "
+        "'') ? (variables.podAnnotations['container.seccomp.security.alpha.kubernetes.io/' + "
+        "c.name].trim() in ['runtime/default', 'docker/default', 'RuntimeDefault', 'Localhost'] || "
+        "variables.podAnnotations['container.seccomp.security.alpha.kubernetes.io/' + "
+        "c.name].trim().startsWith('localhost/')) : (('seccomp.security.alpha.kubernetes.io/pod' in "
+        "variables.podAnnotations && "
+        "variables.podAnnotations['seccomp.security.alpha.kubernetes.io/pod'].trim() != '') && "
+        "(variables.podAnnotations['seccomp.security.alpha.kubernetes.io/pod'].trim() in "
+        "['runtime/default', 'docker/default', 'RuntimeDefault', 'Localhost'] || "
+        "variables.podAnnotations['seccomp.security.alpha.kubernetes.io/pod'].trim().startsWith('localhost/'))))))))"
+    ),
 )
 def seccomp(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """Without a seccomp filter every syscall reaches the shared kernel, the widest escape surface there is.
@@ -458,6 +572,17 @@ def seccomp(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Remove the Unconfined AppArmor profile and use RuntimeDefault or a Localhost profile.",
     refs=("WKL-009", "C-0055", "KSV-0002"),
+    cel=(
+        "!(has(variables.podSecurityContext.appArmorProfile) && "
+        "has(variables.podSecurityContext.appArmorProfile.type) && "
+        "variables.podSecurityContext.appArmorProfile.type == 'Unconfined') && "
+        "variables.containers.all(c, !(has(c.securityContext) && has(c.securityContext.appArmorProfile) "
+        "&& has(c.securityContext.appArmorProfile.type) && c.securityContext.appArmorProfile.type == "
+        "'Unconfined') && !(('container.apparmor.security.beta.kubernetes.io/' + c.name) in "
+        "variables.podAnnotations && "
+        "variables.podAnnotations['container.apparmor.security.beta.kubernetes.io/' + "
+        "c.name].trim().lowerAscii() == 'unconfined'))"
+    ),
 )
 def apparmor(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """AppArmor is the node's mandatory access control; an explicit Unconfined switches it off for the
@@ -505,6 +630,22 @@ def _selinux(options: object, who: str, path: str) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Remove seLinuxOptions user and role and use one of the container_* SELinux types.",
     refs=("WKL-009", "KSV-0025"),
+    cel=(
+        "(!has(variables.podSecurityContext.seLinuxOptions) || "
+        "((!has(variables.podSecurityContext.seLinuxOptions.user) || "
+        "variables.podSecurityContext.seLinuxOptions.user == '') && "
+        "(!has(variables.podSecurityContext.seLinuxOptions.role) || "
+        "variables.podSecurityContext.seLinuxOptions.role == '') && "
+        "(!has(variables.podSecurityContext.seLinuxOptions.type) || "
+        "variables.podSecurityContext.seLinuxOptions.type == '' || "
+        "variables.podSecurityContext.seLinuxOptions.type in ['container_engine_t', 'container_init_t', "
+        "'container_kvm_t', 'container_t']))) && variables.containers.all(c, !(has(c.securityContext) && "
+        "has(c.securityContext.seLinuxOptions)) || ((!has(c.securityContext.seLinuxOptions.user) || "
+        "c.securityContext.seLinuxOptions.user == '') && (!has(c.securityContext.seLinuxOptions.role) || "
+        "c.securityContext.seLinuxOptions.role == '') && (!has(c.securityContext.seLinuxOptions.type) || "
+        "c.securityContext.seLinuxOptions.type == '' || c.securityContext.seLinuxOptions.type in "
+        "['container_engine_t', 'container_init_t', 'container_kvm_t', 'container_t'])))"
+    ),
 )
 def selinux_custom(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """A custom SELinux user, role or type can lift the container out of the confined container domain
@@ -526,6 +667,13 @@ def selinux_custom(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Remove every sysctl that is not on the Pod Security Standard baseline safe list.",
     refs=("WKL-009", "KSV-0026"),
+    cel=(
+        "!has(variables.podSecurityContext.sysctls) || variables.podSecurityContext.sysctls.all(s, "
+        "has(s.name) && s.name in ['kernel.shm_rmid_forced', 'net.ipv4.ip_local_port_range', "
+        "'net.ipv4.ip_local_reserved_ports', 'net.ipv4.ip_unprivileged_port_start', "
+        "'net.ipv4.ping_group_range', 'net.ipv4.tcp_fin_timeout', 'net.ipv4.tcp_keepalive_intvl', "
+        "'net.ipv4.tcp_keepalive_probes', 'net.ipv4.tcp_keepalive_time', 'net.ipv4.tcp_syncookies'])"
+    ),
 )
 def unsafe_sysctls(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """Sysctls outside the namespaced safe set change kernel behaviour for every pod on the node."""
@@ -548,8 +696,10 @@ def unsafe_sysctls(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Remove securityContext.procMount or set it to Default.",
     refs=("WKL-009", "KSV-0027"),
-    cel=f"({_CONTAINERS_CEL}).all(c, !has(c.securityContext) || !has(c.securityContext.procMount)"
-    " || c.securityContext.procMount == 'Default')",
+    cel=(
+        "variables.containers.all(c, !(has(c.securityContext) && has(c.securityContext.procMount)) || "
+        "c.securityContext.procMount == 'Default')"
+    ),
 )
 def proc_mount(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """procMount Unmasked exposes kernel interfaces under /proc that the default mask hides."""
@@ -569,6 +719,14 @@ def proc_mount(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Remove windowsOptions.hostProcess from the pod and container securityContext.",
     refs=("WKL-006", "KSV-0103"),
+    cel=(
+        "!(has(variables.podSecurityContext.windowsOptions) && "
+        "has(variables.podSecurityContext.windowsOptions.hostProcess) && "
+        "variables.podSecurityContext.windowsOptions.hostProcess == true) && variables.containers.all(c, "
+        "!(has(c.securityContext) && has(c.securityContext.windowsOptions) && "
+        "has(c.securityContext.windowsOptions.hostProcess) && "
+        "c.securityContext.windowsOptions.hostProcess == true))"
+    ),
 )
 def windows_host_process(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """A HostProcess container runs as a process on the Windows node with the node's network: the Windows
@@ -637,6 +795,12 @@ def _resource_fields(wl: Workload, section: str) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Set cpu and memory in resources.limits on every container and init container.",
     refs=("WKL-012", "C-0009", "C-0270", "C-0271", "KSV-0011", "KSV-0018", "CKV_K8S_11", "CKV_K8S_13"),
+    cel=(
+        "variables.runContainers.all(c, ['cpu', 'memory'].all(r, (has(c.resources) && "
+        "has(c.resources.limits) && r in c.resources.limits && c.resources.limits[r] != '') || "
+        "(has(variables.podSpec.resources) && has(variables.podSpec.resources.limits) && r in "
+        "variables.podSpec.resources.limits && variables.podSpec.resources.limits[r] != '')))"
+    ),
 )
 def resource_limits(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """An unbounded container can starve its neighbours on the node, including CDE security agents (PCI
@@ -653,6 +817,12 @@ def resource_limits(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     targets=("workload",),
     remediation="Set cpu and memory in resources.requests on every container and init container.",
     refs=("WKL-012", "C-0268", "C-0269", "KSV-0015", "KSV-0016", "CKV_K8S_10", "CKV_K8S_12"),
+    cel=(
+        "variables.runContainers.all(c, ['cpu', 'memory'].all(r, (has(c.resources) && "
+        "has(c.resources.requests) && r in c.resources.requests && c.resources.requests[r] != '') || "
+        "(has(variables.podSpec.resources) && has(variables.podSpec.resources.requests) && r in "
+        "variables.podSpec.resources.requests && variables.podSpec.resources.requests[r] != '')))"
+    ),
 )
 def resource_requests(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """Without requests the scheduler cannot reserve capacity, so security agents and CDE workloads are the
@@ -670,6 +840,10 @@ def resource_requests(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     remediation="Remove stdin and tty from CDE containers and use audited break-glass access instead.",
     refs=("CFG-006", "K8sDisallowInteractiveTTY"),
     applies_to="cde",
+    cel=(
+        "variables.containers.all(c, !(has(c.stdin) && c.stdin == true) && !(has(c.tty) && c.tty == "
+        "true))"
+    ),
 )
 def interactive_tty_cde(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """An interactive terminal is functionality a CDE service does not need (2.2.4) and invites hands-on

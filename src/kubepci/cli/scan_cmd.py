@@ -17,9 +17,11 @@ from kubepci.cli.main import stdout_console
 from kubepci.config import Config, load_config
 from kubepci.errors import InputError, UsageError
 from kubepci.inventory import Inventory
+from kubepci.inventory.loaders.manifests import LoadResult
 from kubepci.inventory.loaders.sources import SourceOptions, load_sources
 from kubepci.model import Severity
 from kubepci.reporters import FORMATS, render
+from kubepci.reporters.segmentation import render_svg
 from kubepci.reporters.terminal import print_report
 from kubepci.requirements import load_tree
 from kubepci.waivers import Waiver, load_waivers
@@ -44,6 +46,10 @@ class ScanArgs:
     set_values: tuple[str, ...]
     now: dt.datetime
     only_checks: tuple[str, ...] = ()
+    cluster: bool = False  # read a live cluster (besides any PATHS)
+    kubeconfig: Path | None = None
+    context: str | None = None
+    namespaces: tuple[str, ...] = ()  # limit the live read to these namespaces
 
 
 def _config(args: ScanArgs) -> Config:
@@ -61,6 +67,25 @@ def _waivers(args: ScanArgs, config: Config) -> tuple[tuple[Waiver, ...], Path |
     if path is None:
         return (), None
     return load_waivers(path), path
+
+
+def _load(args: ScanArgs, exclude: frozenset[Path]) -> LoadResult:
+    """Files (PATHS, ``--dump`` files) and, with ``--cluster``, the live cluster; merged in that order."""
+    parts: list[LoadResult] = []
+    if args.paths:
+        stdin_text = sys.stdin.read() if "-" in args.paths else None
+        parts.append(load_sources(args.paths, SourceOptions(args.values_files, args.set_values, exclude),
+                                  stdin_text=stdin_text))
+    if args.cluster:
+        from kubepci.inventory.loaders.cluster import load_cluster
+        from kubepci.kube import KubeClient
+
+        with KubeClient.from_kubeconfig(args.kubeconfig, args.context) as client:
+            parts.append(load_cluster(client, args.namespaces or None))
+    if len(parts) == 1:
+        return parts[0]
+    return LoadResult(tuple(r for p in parts for r in p.resources), tuple(u for p in parts for u in p.unreadable),
+                      tuple(i for p in parts for i in p.inputs))
 
 
 def run_scan(args: ScanArgs) -> int:
@@ -81,12 +106,7 @@ def _run_scan(args: ScanArgs) -> int:
     exclude = {p.resolve() for p in (args.config_path, waivers_file) if p is not None}
     if config.source != "(defaults)":
         exclude.add(Path(config.source).resolve())
-    stdin_text = sys.stdin.read() if "-" in args.paths else None
-    loaded = load_sources(
-        args.paths,
-        SourceOptions(args.values_files, args.set_values, frozenset(exclude)),
-        stdin_text=stdin_text,
-    )
+    loaded = _load(args, frozenset(exclude))
     if not loaded.resources and (loaded.unreadable or not loaded.inputs):
         reasons = "; ".join(f"{u.location}: {u.reason}" for u in loaded.unreadable[:5]) or "no manifests found"
         raise InputError(f"nothing could be read ({reasons})")
@@ -113,7 +133,12 @@ def _run_scan(args: ScanArgs) -> int:
         for name in sorted(FORMATS):
             target = args.report_dir / f"kubepci-report.{_suffix(name)}"
             target.write_bytes(render(report, name))
-        err.print(f"reports written to {args.report_dir}/ ({', '.join(sorted(FORMATS))})", highlight=False)
+        written = sorted(FORMATS)
+        svg = render_svg(report)
+        if svg is not None:
+            (args.report_dir / "kubepci-segmentation.svg").write_bytes(svg)
+            written.append("segmentation.svg")
+        err.print(f"reports written to {args.report_dir}/ ({', '.join(written)})", highlight=False)
     if args.fmt == "table":
         print_report(report, stdout_console(), details=args.details)
         if args.output_file is not None:

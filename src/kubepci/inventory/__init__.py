@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from kubepci.inventory.loaders.manifests import CONFIG_API_GROUPS
 from kubepci.model import Resource, ResourceRef, SourceLocation, Unreadable
 
 __all__ = [
@@ -87,6 +88,9 @@ class Workload:
     pod_labels: Mapping[str, str]
     pod_annotations: Mapping[str, str]
     pod_security_context: Mapping[str, Any]
+    #: its controller (ownerReference) is another workload of the inventory: a live cluster's
+    #: Deployment -> ReplicaSet -> Pod chain is judged once, on the top-level object
+    owned: bool = False
 
     @property
     def ref(self) -> ResourceRef:
@@ -186,12 +190,13 @@ class Inventory:
         as ``kubectl apply`` would put them; cluster-scoped kinds keep an empty namespace."""
         res_list: list[Resource] = []
         for r in resources:
-            if not r.namespace and r.kind not in CLUSTER_SCOPED_KINDS:
+            if _cluster_scoped(r):
+                if r.namespace:
+                    r = Resource(ResourceRef("", r.kind, r.name, r.ref.api_version), r.body, r.location, r.synthetic)
+            elif not r.namespace:
                 r = Resource(
                     ResourceRef(default_namespace, r.kind, r.name, r.ref.api_version), r.body, r.location, r.synthetic
                 )
-            elif r.namespace and r.kind in CLUSTER_SCOPED_KINDS:
-                r = Resource(ResourceRef("", r.kind, r.name, r.ref.api_version), r.body, r.location, r.synthetic)
             res_list.append(r)
         by_kind: dict[str, list[Resource]] = defaultdict(list)
         by_ns_kind: dict[tuple[str, str], list[Resource]] = defaultdict(list)
@@ -210,6 +215,7 @@ class Inventory:
                 wl = workload_of(r)
                 if wl is not None:
                     workloads.append(wl)
+        workloads = _mark_owned(workloads)
         for r in res_list:
             if r.namespace and r.namespace not in namespaces:
                 synthetic = Resource(
@@ -238,6 +244,25 @@ class Inventory:
 
     def workloads_in(self, namespace: str) -> Iterator[Workload]:
         return (w for w in self.workloads if w.namespace == namespace)
+
+
+def _cluster_scoped(resource: Resource) -> bool:
+    """Cluster-scoped API kinds, and component configuration files (audit Policy, EncryptionConfiguration):
+    those are not API objects and belong to no namespace."""
+    return resource.kind in CLUSTER_SCOPED_KINDS or resource.ref.api_version.startswith(CONFIG_API_GROUPS)
+
+
+def _mark_owned(workloads: list[Workload]) -> list[Workload]:
+    present = {(w.namespace, w.resource.kind, w.resource.name) for w in workloads}
+    out = []
+    for w in workloads:
+        refs = w.resource.metadata.get("ownerReferences")
+        if isinstance(refs, list) and any(
+            isinstance(ref, Mapping) and (w.namespace, ref.get("kind"), ref.get("name")) in present for ref in refs
+        ):
+            w = replace(w, owned=True)
+        out.append(w)
+    return out
 
 
 #: kinds that are not namespaced (built-ins and the common CRDs the catalog reads)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kubepci.model import Finding, ResourceRef, Status, Unreadable
 
@@ -77,6 +77,8 @@ class Report:
     schema_version: str = SCHEMA_VERSION
     exit_code: int = 0
     counts: Mapping[str, int] = field(default_factory=dict)
+    #: CDE segmentation evidence (JSON-able, kubepci.reporters.segmentation) when reachability was analysed
+    segmentation: Mapping[str, Any] | None = None
 
     def by_status(self, status: Status) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.status is status)

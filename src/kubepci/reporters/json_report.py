@@ -87,6 +87,7 @@ def to_dict(report: Report) -> dict[str, Any]:
             "unused": [w.id for w in report.waivers_unused],
             "requests": [{"resource": r.resource, "text": r.text} for r in report.waiver_requests],
         },
+        "segmentation": report.segmentation,
         "checks": [c.to_dict() for c in report.checks],
     }
 

@@ -27,6 +27,7 @@ import yaml_rs
 from kubepci.model import Resource, ResourceRef, SourceLocation, Unreadable
 
 __all__ = [
+    "CONFIG_API_GROUPS",
     "MANIFEST_SUFFIXES",
     "LoadResult",
     "iter_manifest_files",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+#: API groups of component configuration files (not API objects; cluster-wide, nameless)
+CONFIG_API_GROUPS = ("audit.k8s.io/", "apiserver.config.k8s.io/", "apiserver.k8s.io/", "kubelet.config.k8s.io/",
+                     "kubeproxy.config.k8s.io/", "kubeadm.k8s.io/", "kubescheduler.config.k8s.io/")
 
 try:  # libyaml is in every wheel we lock; fall back only so a source build still works
     _SafeLoader: Any = yaml.CSafeLoader
@@ -147,13 +151,17 @@ def resources_from_object(
     if not isinstance(meta, Mapping):
         meta = {}
     name = meta.get("name") or meta.get("generateName") or ""
+    api_version = obj.get("apiVersion")
+    if (not name) and isinstance(api_version, str) and api_version.startswith(CONFIG_API_GROUPS):
+        # component configuration files (an --audit-policy-file, an EncryptionConfiguration) carry no
+        # metadata.name: they are named after their file so the control-plane checks can read them
+        name = location.file.rsplit("/", 1)[-1]
     if not isinstance(name, str) or not name:
         problems.append(Unreadable(location, f"{kind} has no metadata.name"))
         return resources, problems
     namespace = meta.get("namespace") or ""
     if not isinstance(namespace, str):
         namespace = str(namespace)
-    api_version = obj.get("apiVersion")
     ref = ResourceRef(namespace, kind, name, api_version if isinstance(api_version, str) else "")
     resources.append(Resource(ref, obj, location))
     return resources, problems
