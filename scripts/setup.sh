@@ -18,7 +18,8 @@ fi
 .venv/bin/python -m uv pip install --quiet --python .venv/bin/python --no-deps -e .
 
 if [ "${1:-}" = "--test" ]; then
-  for script in scripts/setup-system-packages.sh scripts/build-kustomize.sh scripts/build-kube-apiserver.sh; do
+  for script in scripts/setup-system-packages.sh scripts/build-kustomize.sh scripts/build-kube-apiserver.sh \
+      scripts/setup-nca-oracle.sh; do
     if [ -x "$script" ]; then
       "$script"
     fi

@@ -1,0 +1,1 @@
+"""Differential oracle tests: kubepci's NetworkPolicy engine against network-config-analyzer."""
