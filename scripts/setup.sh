@@ -20,8 +20,6 @@ fi
 if [ "${1:-}" = "--test" ]; then
   for script in scripts/setup-system-packages.sh scripts/build-kustomize.sh scripts/build-kube-apiserver.sh \
       scripts/setup-nca-oracle.sh; do
-    if [ -x "$script" ]; then
-      "$script"
-    fi
+    bash "$script"
   done
 fi
