@@ -298,3 +298,28 @@ def test_pod_ip_queries_resolve_to_the_pod() -> None:
     v = model.can_reach("x/a", pod_ip("y", "b"))
     assert not v.allowed
     assert v.explanation.pairs[0].ingress.isolated_by == ("y/deny",)
+
+
+def test_string_port_that_is_not_a_port_name_invalidates_the_policy() -> None:
+    """The API server rejects ``port: "80"`` (a name needs a letter), so the policy isolates nothing."""
+    from kubepci.analyzers.netpol import compile_inventory
+    from kubepci.inventory import Inventory
+    from kubepci.inventory.loaders.manifests import parse_text
+
+    text = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: x, labels: {app: p}}
+spec: {containers: [{name: c, image: i}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: quoted, namespace: x}
+spec:
+  podSelector: {}
+  ingress: [{ports: [{port: "80"}]}]
+"""
+    resources, problems = parse_text(text, "t.yaml")
+    assert not problems
+    model = compile_inventory(Inventory.build(resources))
+    assert any("'80' is neither a number nor a valid port name" in d.message for d in model.diagnostics)

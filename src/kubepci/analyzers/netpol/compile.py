@@ -11,6 +11,7 @@ Semantics references are the numbered items of netpol-rbac.md §4.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -58,6 +59,11 @@ def _group(resource: Resource) -> str:
     return api.split("/", 1)[0] if "/" in api else ""
 
 
+#: IANA_SVC_NAME as the API server validates named ports: 1-15 lowercase letters, digits and
+#: single inner hyphens, with at least one letter
+_IANA_SVC_NAME = re.compile(r"(?=.{1,15}$)(?=.*[a-z])[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
 def _np_ports(raw: Any, what: str) -> PortSpec:
     """§4 items 7-9: protocol defaults to TCP; a missing port means every port of the protocol."""
     if raw is None or raw == []:
@@ -73,8 +79,9 @@ def _np_ports(raw: Any, what: str) -> PortSpec:
         proto = parse_protocol(item.get("protocol"), where)
         port = item.get("port")
         end = item.get("endPort")
-        if isinstance(port, str) and port.isdigit():
-            port = int(port)
+        if isinstance(port, str) and not _IANA_SVC_NAME.fullmatch(port):
+            # the API server rejects the policy: a string port must be a service name with a letter
+            raise Invalid(f"{where}: port {port!r} is neither a number nor a valid port name")
         if port is None:
             if end is not None:
                 raise Invalid(f"{where}: endPort needs port")
