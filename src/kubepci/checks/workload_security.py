@@ -34,13 +34,6 @@ from kubepci.model import Scope, Severity, Violation
 
 __all__: list[str] = []
 
-_CONTAINERS_CEL = (
-    "(has(object.spec.containers) ? object.spec.containers : [])"
-    " + (has(object.spec.initContainers) ? object.spec.initContainers : [])"
-    " + (has(object.spec.ephemeralContainers) ? object.spec.ephemeralContainers : [])"
-)
-
-
 @check(
     id="workload-privileged",
     title="Containers must not run privileged",
