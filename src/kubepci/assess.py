@@ -90,8 +90,8 @@ def segmentation_evidence(inventory: Inventory, scope: ScopeMap, analyzers: Mapp
     """CDE segmentation evidence, when the run analysed reachability (a check computed the netpol
     model) or the inventory has policies to analyse; None otherwise, so a scan that needs no
     reachability never pays for it."""
-    if "netpol" not in analyzers:
-        return None
+    if "netpol" not in analyzers or not scope.cde_namespaces():
+        return None  # the evidence is about the CDE; without one there is nothing to prove
     computed = analyzers.computed("netpol") if isinstance(analyzers, LazyAnalyzers) else True
     if not computed and not any(inventory.of_kind(kind) for kind in _POLICY_KINDS):
         return None
@@ -117,10 +117,12 @@ def assess(
     fail_on: Severity | None = Severity.LOW,
     progress: Callable[[int, int], None] | None = None,
     analyzers: Mapping[str, object] | None = None,
+    workers: int = 1,
 ) -> Report:
     if analyzers is None:
         analyzers = standard_analyzers(inventory, config)
-    evaluation = evaluate(catalog, inventory, config, now=now, progress=progress, analyzers=analyzers)
+    evaluation = evaluate(catalog, inventory, config, now=now, progress=progress, analyzers=analyzers,
+                          workers=workers)
     outcome = apply_waivers(evaluation.findings, waivers, now.date(), inventory)
     findings = outcome.findings
     counts = Counter(f.status.value for f in findings)

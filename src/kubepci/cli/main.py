@@ -8,13 +8,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
-from rich.console import Console
 
 from kubepci import __version__
 from kubepci.errors import KubepciError, UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["cli", "main"]
 
@@ -38,11 +40,15 @@ def _now(value: str | None) -> dt.datetime:
 
 
 def _stderr() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False)
 
 
 def stdout_console() -> Console:
     """A terminal keeps its width; pipes and CI logs get 140 columns instead of rich's 80."""
+    from rich.console import Console
+
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=140)

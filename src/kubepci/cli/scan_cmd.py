@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from kubepci.assess import assess
 from kubepci.checks import default_catalog
-from kubepci.cli.main import stdout_console
 from kubepci.config import Config, load_config
 from kubepci.errors import InputError, UsageError
 from kubepci.inventory import Inventory
@@ -21,8 +18,6 @@ from kubepci.inventory.loaders.manifests import LoadResult
 from kubepci.inventory.loaders.sources import SourceOptions, load_sources
 from kubepci.model import Severity
 from kubepci.reporters import FORMATS, render
-from kubepci.reporters.segmentation import render_svg
-from kubepci.reporters.terminal import print_report
 from kubepci.requirements import load_tree
 from kubepci.waivers import Waiver, load_waivers
 
@@ -118,28 +113,38 @@ def _run_scan(args: ScanArgs) -> int:
             raise UsageError(f"unknown check ids: {', '.join(unknown)}")
         catalog = catalog.select(args.only_checks)
     fail_on = None if args.fail_on == "none" else Severity.parse(args.fail_on)
-    err = Console(stderr=True)
-    show_progress = err.is_terminal and len(inventory.resources) >= _PROGRESS_MIN_RESOURCES
-    if show_progress:
+    # rich, the terminal reporter and the SVG renderer are imported only when used: together they
+    # are a third of the start-up time of a CI scan that writes JSON
+    if sys.stderr.isatty() and len(inventory.resources) >= _PROGRESS_MIN_RESOURCES:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         with Progress(TextColumn("checks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=True) as bar:
+                      console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("checks", total=len(catalog))
             report = assess(inventory, config, catalog, load_tree(), now=args.now, waivers=waivers,
                             fail_on=fail_on, progress=lambda done, _total: bar.update(task, completed=done))
     else:
-        report = assess(inventory, config, catalog, load_tree(), now=args.now, waivers=waivers, fail_on=fail_on)
+        report = assess(inventory, config, catalog, load_tree(), now=args.now, waivers=waivers, fail_on=fail_on,
+                        workers=min(2, os.cpu_count() or 1))
+    del inventory, loaded  # the report holds what the reporters need; free the objects before rendering
     if args.report_dir is not None:
         args.report_dir.mkdir(parents=True, exist_ok=True)
         for name in sorted(FORMATS):
             target = args.report_dir / f"kubepci-report.{_suffix(name)}"
             target.write_bytes(render(report, name))
         written = sorted(FORMATS)
+        from kubepci.reporters.segmentation import render_svg
+
         svg = render_svg(report)
         if svg is not None:
             (args.report_dir / "kubepci-segmentation.svg").write_bytes(svg)
             written.append("segmentation.svg")
-        err.print(f"reports written to {args.report_dir}/ ({', '.join(written)})", highlight=False)
+        sys.stderr.write(f"reports written to {args.report_dir}/ ({', '.join(written)})\n")
     if args.fmt == "table":
+        from kubepci.cli.main import stdout_console
+        from kubepci.reporters.terminal import print_report
+
         print_report(report, stdout_console(), details=args.details)
         if args.output_file is not None:
             args.output_file.write_bytes(render(report, "json"))

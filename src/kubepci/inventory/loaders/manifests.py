@@ -51,7 +51,7 @@ _DOC_SPLIT = re.compile(r"^(?:---|\.\.\.)[ \t]*(?:#.*)?$", re.MULTILINE)
 # patterns, each with a literal or charset prefix the regex engine can skip to: one combined
 # alternation (tags start at any line) scanned 3-6x slower.
 _YAML11_SCALAR = re.compile(
-    r"[:?,\[{-][ \t]*(?=[yYnNoO0-9+<-])"
+    r"[:?,\[{-][ \t]*(?<=[ \t,\[{])(?=[yYnNoO0-9+<-])"  # block indicators need a space after them
     r"(?:[yYnN]|[yY]es|YES|[nN]o|NO|[oO]n|ON|[oO]ff|OFF|[-+]?0[0-7_]+|[-+]?0[bB][01_]+"
     r"|[-+]?\d[\d_]*(?::[0-5]?\d)+(?:\.\d*)?|[-+]?\d+_[\d_]*|[-+]?\d+(?:\.\d*)?[eE][-+]?\d+)"
     r"(?=[ \t]*(?:#[^\n]*)?$|[ \t]*[,}\]])",
