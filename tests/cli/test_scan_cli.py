@@ -116,3 +116,28 @@ def test_checks_list_explain_and_requirements() -> None:
     rows = json.loads(reqs.stdout)
     row = next(r for r in rows if r["id"] == "2.2.6")
     assert "workload-privileged" in row["checks"]
+
+
+def test_streamed_json_equals_a_one_shot_rendering() -> None:
+    import datetime as dt
+
+    import orjson
+
+    from kubepci.assess import assess
+    from kubepci.checks import default_catalog
+    from kubepci.config import load_config
+    from kubepci.inventory import Inventory
+    from kubepci.inventory.loaders.sources import load_sources
+    from kubepci.reporters import json_report
+    from kubepci.requirements import load_tree
+
+    loaded = load_sources([str(EXAMPLE)])
+    report = assess(Inventory.build(loaded.resources), load_config(EXAMPLE / "kubepci.yaml"), default_catalog(),
+                    load_tree(), now=dt.datetime(2026, 11, 27, tzinfo=dt.UTC))
+    one_shot = orjson.dumps(json_report.to_dict(report), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    assert len(report.findings) > 10
+    json_report._CHUNK = 7  # many chunks, one partial
+    try:
+        assert json_report.render(report) == one_shot
+    finally:
+        json_report._CHUNK = 5000

@@ -17,7 +17,7 @@ from kubepci.inventory import Inventory
 from kubepci.inventory.loaders.manifests import LoadResult
 from kubepci.inventory.loaders.sources import SourceOptions, load_sources
 from kubepci.model import Severity
-from kubepci.reporters import FORMATS, render
+from kubepci.reporters import FORMATS, write
 from kubepci.requirements import load_tree
 from kubepci.waivers import Waiver, load_waivers
 
@@ -131,8 +131,8 @@ def _run_scan(args: ScanArgs) -> int:
     if args.report_dir is not None:
         args.report_dir.mkdir(parents=True, exist_ok=True)
         for name in sorted(FORMATS):
-            target = args.report_dir / f"kubepci-report.{_suffix(name)}"
-            target.write_bytes(render(report, name))
+            with (args.report_dir / f"kubepci-report.{_suffix(name)}").open("wb") as out:
+                write(report, name, out)
         written = sorted(FORMATS)
         from kubepci.reporters.segmentation import render_svg
 
@@ -147,14 +147,14 @@ def _run_scan(args: ScanArgs) -> int:
 
         print_report(report, stdout_console(), details=args.details)
         if args.output_file is not None:
-            args.output_file.write_bytes(render(report, "json"))
+            with args.output_file.open("wb") as out:
+                write(report, "json", out)
+    elif args.output_file is not None:
+        with args.output_file.open("wb") as out:
+            write(report, args.fmt, out)
     else:
-        data = render(report, args.fmt)
-        if args.output_file is not None:
-            args.output_file.write_bytes(data)
-        else:
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
+        write(report, args.fmt, sys.stdout.buffer)
+        sys.stdout.flush()
     if args.strict and report.unreadable:
         return 3
     return report.exit_code
