@@ -3,11 +3,12 @@
 #   postgresql   PostgreSQL 15 server binaries (/usr/lib/postgresql/15/bin); the tests start their own
 #                throwaway cluster on 127.0.0.1, the distribution's "main" cluster is never used
 #   etcd-server  etcd, which the test kube-apiserver stores its objects in
+#   wrk          the load generator of the webhook reliability test (a separate process)
 # `apt-get update` costs time and network, so it only runs when a first install attempt fails
 # (a fresh machine with empty or stale package lists).
 set -euo pipefail
 
-PACKAGES=(postgresql etcd-server)
+PACKAGES=(postgresql etcd-server wrk)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup-system-packages.sh: must run as root (apt-get install)" >&2

@@ -124,6 +124,7 @@ def _default_deny(inventory: Inventory, namespace: str, direction: str, field: s
     remediation="Add a NetworkPolicy with podSelector {} and policyTypes [Ingress] and no ingress rules.",
     applies_to="cde",
     refs=("NET-003", "C-0030"),
+    admission=False,  # a namespace is labelled before its policies can exist
 )
 def cde_default_deny_ingress(ns: NamespaceInfo, ctx: CheckContext) -> Iterator[Violation]:
     """PCI 1.3.1 wants all other inbound traffic specifically denied: a namespace-wide deny-all policy
@@ -146,6 +147,7 @@ def cde_default_deny_ingress(ns: NamespaceInfo, ctx: CheckContext) -> Iterator[V
     remediation="Add a NetworkPolicy with podSelector {} and policyTypes [Egress] and no egress rules.",
     applies_to="cde",
     refs=("NET-004",),
+    admission=False,  # a namespace is labelled before its policies can exist
 )
 def cde_default_deny_egress(ns: NamespaceInfo, ctx: CheckContext) -> Iterator[Violation]:
     """PCI 1.3.2 restricts outbound CDE traffic to what is necessary; DNS and other needed egress then

@@ -62,6 +62,7 @@ class LazyGroup(click.Group):
     LAZY: ClassVar[dict[str, tuple[str, str]]] = {
         "netpol": ("kubepci.cli.netpol_cmd", "netpol"),
         "trail": ("kubepci.cli.trail_cmd", "trail"),
+        "admission": ("kubepci.cli.admission_cmd", "admission"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
