@@ -20,7 +20,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 ENVELOPE_VERSION: Final = 1
-KINDS: Final = ("k8s-audit", "falco", "admission", "scan", "waiver", "heartbeat", "alert", "gap")
+KINDS: Final = ("k8s-audit", "falco", "admission", "scan", "waiver", "heartbeat", "alert", "gap", "rejected")
 INDEX_FIELDS: Final = (
     "user", "verb", "resource", "namespace", "name", "code", "source_ip", "audit_id", "stage",
     "event_time", "rule", "priority",
@@ -96,6 +96,47 @@ def _canonical_known(value: dict[str, Any] | list[Any]) -> bytes:
         raise EnvelopeError(f"cannot canonicalise value: {exc}") from None
 
 
+# C-accelerated JSON string quoting of the json module (the ensure_ascii=False flavour): escapes
+# exactly ", \\ and the control characters, with lower-case \\u00xx -- the RFC 8785 string rules.
+_quote: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _q(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
+
+
+def _envelope_bytes(
+    source: str, received_at: str, payload_sha256: str, kind: str, ix: IndexFields, batch_id: str | None
+) -> bytes:
+    """RFC 8785 bytes of an envelope, written directly (keys in sorted order).
+
+    Same output as ``_canonical_known(envelope.to_dict())`` (test_envelope.py checks the two agree
+    on arbitrary text), at about a fifth of the cost: no dict is built and nothing is sorted. Falls
+    back to the general encoder for a code outside the integers JCS writes plainly.
+    """
+    code = ix.code
+    if code is not None and (type(code) is not int or not -_SAFE_INT < code < _SAFE_INT):
+        raise _NotPlain
+    text = "".join((
+        '{"batch_id":' + _quote(batch_id) + ',"index":{"audit_id":' if batch_id is not None
+        else '{"index":{"audit_id":',
+        _q(ix.audit_id), ',"code":', "null" if code is None else str(code),
+        ',"event_time":', _q(ix.event_time), ',"name":', _q(ix.name), ',"namespace":', _q(ix.namespace),
+        ',"priority":', _q(ix.priority), ',"resource":', _q(ix.resource), ',"rule":', _q(ix.rule),
+        ',"source_ip":', _q(ix.source_ip), ',"stage":', _q(ix.stage), ',"user":', _q(ix.user),
+        ',"verb":', _q(ix.verb), '},"kind":', _quote(kind), ',"payload_sha256":', _quote(payload_sha256),
+        ',"received_at":', _quote(received_at), ',"source":', _quote(source), ',"v":1}',
+    ))
+    try:
+        return text.encode("utf-8")
+    except UnicodeError as exc:
+        raise EnvelopeError(f"cannot canonicalise value: {exc}") from None
+
+
+class _NotPlain(Exception):
+    """The envelope has a value the direct writer does not handle; use the general encoder."""
+
+
 def canonical_json(value: Any) -> bytes:
     """RFC 8785 bytes of ``value``; lone surrogates and floats outside I-JSON are rejected."""
     try:
@@ -121,6 +162,8 @@ def normalize_time(value: object) -> str | None:
     """
     if not isinstance(value, str):
         return None
+    if len(value) == 27 and value.isascii() and _NORMALIZED_TIME_RE.fullmatch(value):  # MicroTime: already so
+        return value if _valid_date(value) else None
     match = _TIME_RE.fullmatch(value.strip())
     if match is None:
         return None
@@ -142,11 +185,28 @@ def normalize_time(value: object) -> str | None:
     return format_time(moment)
 
 
+def _valid_date(text: str) -> bool:
+    """The calendar check :func:`normalize_time` makes, for a value already in normalised form."""
+    try:
+        dt.datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
+                    int(text[17:19]))
+    except ValueError:
+        return False
+    return True
+
+
 def _text(value: object) -> str | None:
-    """Index text: strings only, bounded, and always encodable as UTF-8 (JCS needs that)."""
+    """Index text: strings only, bounded, encodable as UTF-8 (JCS needs that), and without NUL.
+
+    NUL becomes U+FFFD: PostgreSQL text cannot hold it, and one request for ``/pods/a%00b`` would
+    otherwise make the store refuse the API server's whole batch on every retry. The raw payload
+    keeps the original; the index is for search.
+    """
+    if type(value) is str and value.isascii() and 0 < len(value) <= _MAX_INDEX_TEXT and "\x00" not in value:
+        return value  # the common case: nothing to cut or escape
     if not isinstance(value, str) or not value:
         return None
-    text = value[:_MAX_INDEX_TEXT]
+    text = value[:_MAX_INDEX_TEXT].replace("\x00", "\ufffd")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape in the payload
@@ -236,6 +296,13 @@ class Envelope:
 
     def canonical(self) -> bytes:
         """The exact bytes that are stored and leaf-hashed (RFC 8785; see :func:`canonical_json`)."""
+        if ENVELOPE_VERSION == 1:
+            try:
+                return _envelope_bytes(
+                    self.source, self.received_at, self.payload_sha256, self.kind, self.index, self.batch_id
+                )
+            except _NotPlain:
+                pass
         return _canonical_known(self.to_dict())
 
     @classmethod
@@ -291,7 +358,13 @@ def dedupe_key(
     every insert on a random index page, which halved append throughput once a trail held a
     million events.
     """
-    digest = hashlib.sha256(_canonical_known([source, event_id or "", stage or "", payload_sha256])).hexdigest()
+    # the JCS form of the list [source, event_id, stage, payload_sha256], written directly
+    text = f"[{_quote(source)},{_quote(event_id or '')},{_quote(stage or '')},{_quote(payload_sha256)}]"
+    try:
+        data = text.encode("utf-8")
+    except UnicodeError as exc:
+        raise EnvelopeError(f"cannot canonicalise value: {exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
     return f"{event_time or '-'}/{digest}"
 
 
@@ -309,6 +382,11 @@ class NewEntry:
     def build(cls, envelope: Envelope, raw: bytes) -> NewEntry:
         if hashlib.sha256(raw).hexdigest() != envelope.payload_sha256:
             raise EnvelopeError("payload_sha256 does not match the raw payload")
+        return cls._hashed(envelope, raw)
+
+    @classmethod
+    def _hashed(cls, envelope: Envelope, raw: bytes) -> NewEntry:
+        """:meth:`build` for callers that computed ``payload_sha256`` from ``raw`` themselves."""
         data = envelope.canonical()
         index = envelope.index
         key = dedupe_key(envelope.source, index.audit_id, index.stage, envelope.payload_sha256, index.event_time)
@@ -405,7 +483,7 @@ def k8s_audit_entry(
         source=source, received_at=received_at, payload_sha256=_payload_hash(raw), kind="k8s-audit",
         index=_k8s_index(parsed), batch_id=batch_id,
     )
-    return NewEntry.build(envelope, raw)
+    return NewEntry._hashed(envelope, raw)
 
 
 def _first_text(fields_: Mapping[str, Any], *names: str) -> str | None:
@@ -459,7 +537,7 @@ def falco_entry(
         source=source, received_at=received_at, payload_sha256=_payload_hash(raw), kind="falco",
         index=_falco_index(parsed), batch_id=batch_id,
     )
-    return NewEntry.build(envelope, raw)
+    return NewEntry._hashed(envelope, raw)
 
 
 def record_entry(
@@ -480,4 +558,4 @@ def record_entry(
         source=source, received_at=received_at, payload_sha256=_payload_hash(raw), kind=kind,
         index=index or IndexFields(), batch_id=batch_id,
     )
-    return NewEntry.build(envelope, raw)
+    return NewEntry._hashed(envelope, raw)

@@ -251,6 +251,44 @@ class MemoryTree:
         """Tree whose leaves are the RFC 9162 leaf hashes of ``entries``."""
         return cls(leaf_hash(entry) for entry in entries)
 
+    @classmethod
+    def from_leaf_hashes(cls, leaf_hashes: bytes) -> MemoryTree:
+        """Tree over concatenated 32-byte leaf hashes, built level by level (bulk verification).
+
+        Several times faster than appending one leaf at a time: each level is one list
+        comprehension of hash calls over slices of the level below.
+        """
+        if len(leaf_hashes) % HASH_SIZE:
+            raise MerkleError(f"leaf hashes must be a multiple of {HASH_SIZE} bytes")
+        tree = cls()
+        tree._size = len(leaf_hashes) // HASH_SIZE
+        level = bytes(leaf_hashes)
+        tree._levels = [bytearray(level)]
+        sha256 = hashlib.sha256
+        while len(level) >= 2 * HASH_SIZE:
+            pairs = len(level) // (2 * HASH_SIZE)
+            level = b"".join([sha256(_NODE_PREFIX + level[i : i + 64]).digest() for i in range(0, pairs * 64, 64)])
+            tree._levels.append(bytearray(level))
+        return tree
+
+    @classmethod
+    def from_levels(cls, levels: Sequence[bytes], size: int) -> MemoryTree:
+        """Tree from precomputed levels (level ``l``: the ``size >> l`` perfect-subtree hashes).
+
+        For verification that hashed parts of the tree in parallel; the shape is checked, the
+        hashes are taken as given (the caller computed them).
+        """
+        for level in range(max(1, size.bit_length())):
+            have = len(levels[level]) if level < len(levels) else 0
+            if have != (size >> level) * HASH_SIZE:
+                raise MerkleError(
+                    f"level {level} holds {have // HASH_SIZE} hashes, a tree of {size} leaves needs {size >> level}"
+                )
+        tree = cls()
+        tree._size = size
+        tree._levels = [bytearray(level) for level in levels[: max(1, size.bit_length())]]
+        return tree
+
     @property
     def size(self) -> int:
         return self._size
@@ -283,6 +321,10 @@ class MemoryTree:
 
     def leaf_hash_at(self, index: int) -> bytes:
         return self.subtree_hash(index, 1)
+
+    def level_bytes(self, level: int) -> bytearray:
+        """All perfect-subtree hashes of ``level``, concatenated in index order (do not modify)."""
+        return self._levels[level] if level < len(self._levels) else bytearray()
 
     def root(self, tree_size: int | None = None) -> bytes:
         """Tree head of the whole tree, or of its first ``tree_size`` leaves."""

@@ -131,8 +131,10 @@ class AuditEvent:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> AuditEvent | None:
-        """None for anything that is not an audit Event (e.g. Falco's ``{"kind": 0}`` trace)."""
-        if raw.get("kind") != "Event" or not isinstance(raw.get("stage"), str):
+        """None for anything that is not an audit Event (e.g. Falco's ``{"kind": 0}`` trace). Items of
+        the apiserver's webhook EventList carry no kind (Go omits TypeMeta in list items): they are
+        Events."""
+        if raw.get("kind", "Event") != "Event" or not isinstance(raw.get("stage"), str):
             return None
         user, imp, ref = as_map(raw.get("user")), raw.get("impersonatedUser"), as_map(raw.get("objectRef"))
         status = as_map(raw.get("responseStatus"))

@@ -49,6 +49,7 @@ from kubepci.auditlog.envelope import (
     parse_json_object,
     record_entry,
 )
+from kubepci.auditlog.events import gap_entry
 from kubepci.auditlog.merkle import (
     HASH_SIZE,
     MerkleError,
@@ -225,17 +226,7 @@ class Trail:
 
     def record_gap(self, source: str, last_seen: dt.datetime, now: dt.datetime | None = None) -> int:
         """Record that ``source`` went silent (PCI DSS 10.7.3: when a control failed, for how long)."""
-        detected = now or self.clock()
-        record = {
-            "type": "source-silent",
-            "source": source,
-            "last_seen": format_time(last_seen),
-            "detected_at": format_time(detected),
-            "silent_seconds": max(0, int((detected - last_seen).total_seconds())),
-        }
-        index = IndexFields(event_time=format_time(last_seen), rule="source-silent", priority="Warning")
-        entry = record_entry("gap", record, source=source, received_at=format_time(detected), index=index)
-        return self.append([entry])[0]
+        return self.append([gap_entry(source, last_seen, now or self.clock())])[0]
 
     def record_heartbeat(self, source: str, now: dt.datetime | None = None) -> int:
         """Record that ``source`` was seen alive (the other half of gap detection)."""

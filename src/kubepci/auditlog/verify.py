@@ -19,12 +19,17 @@ is where an investigation starts.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
-from collections.abc import Sequence
+import multiprocessing
+import os
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from kubepci.auditlog.checkpoint import Checkpoint, CheckpointError, NoteError, NoteVerifier, open_checkpoint
-from kubepci.auditlog.envelope import Envelope, EnvelopeError
+from kubepci.auditlog.envelope import KINDS, Envelope, EnvelopeError
 from kubepci.auditlog.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -32,6 +37,7 @@ from kubepci.auditlog.merkle import (
     MerkleError,
     consistency_proof,
     leaf_hash,
+    node_hash,
     verify_consistency,
 )
 from kubepci.auditlog.store import TrailStore
@@ -101,6 +107,181 @@ class _Scan:
     complete: bool  # every leaf up to the head was read and checked without a problem
     payloads_checked: int
     payloads_pruned: int
+
+
+@runtime_checkable
+class BulkReader(Protocol):
+    """Optional store methods that let :func:`verify_store` read a large trail quickly."""
+
+    def scan_leaves(
+        self, stop: int, page: int = 10_000, start: int = 0
+    ) -> Iterator[tuple[list[tuple[int, bytes, bytes]], list[bytes | None]]]: ...
+
+    def node_levels(self) -> dict[int, tuple[int, int, int]]: ...
+
+    def scan_node_level(self, level: int, start: int = 0, stop: int | None = None) -> tuple[int, int, int, bytes]: ...
+
+
+#: Parallel verification hands out aligned chunks of 2**20 leaves (about 1.5 GB of rows each for
+#: 1-2 KB events) to worker processes, from 2**21 leaves up; each re-hashes its leaves, builds its
+#: part of the tree and compares the stored nodes there. The parent assembles the levels.
+_CHUNK_LEVEL = 20
+_PARALLEL_MIN_LEAVES = 1 << 21
+
+
+# The exact RFC 8785 form of a version-1 envelope (Envelope.canonical), with payload_sha256 as group 1.
+# An envelope it matches is one Envelope.parse accepts (if it is UTF-8), so the fast path can read
+# the payload hash with one match instead of a JSON parse; anything else goes through the parser.
+# Strings are written "unrolled" with possessive quantifiers (Python 3.11): runs of plain bytes are
+# consumed in one step, which makes the match about 2.5x faster than one alternation per byte.
+_PLAIN = rb'[^"\\\x00-\x1f]*+'
+_ESCAPE = rb'\\(?:["\\bfnrt]|u00[01][0-9a-f])'
+_JSTR = rb'"' + _PLAIN + rb"(?:" + _ESCAPE + _PLAIN + rb")*+" + rb'"'
+_JNUM = rb"-?(?:0|[1-9][0-9]*+)"
+_INDEX = b",".join(
+    b'"' + name.encode() + b'":(?:' + (_JNUM if name == "code" else _JSTR) + b"|null)"
+    for name in sorted(("user", "verb", "resource", "namespace", "name", "code", "source_ip", "audit_id", "stage",
+                        "event_time", "rule", "priority"))
+)
+_ENVELOPE_RE = re.compile(
+    rb'\{(?:"batch_id":' + _JSTR + rb",)?" + rb'"index":\{' + _INDEX + rb"\},"
+    + rb'"kind":"(?:' + b"|".join(re.escape(k.encode()) for k in KINDS) + rb')",'
+    + rb'"payload_sha256":"([0-9a-f]{64})",'
+    + rb'"received_at":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z",'
+    + rb'"source":(?!"")' + _JSTR + rb',"v":1\}'
+)
+
+
+def _payload_hash_of(envelope: bytes) -> str | None:
+    """``payload_sha256`` of a valid envelope, None if it is not one."""
+    match = _ENVELOPE_RE.fullmatch(envelope)
+    if match is not None:
+        if not envelope.isascii():
+            try:
+                envelope.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        return match.group(1).decode("ascii")
+    try:
+        return Envelope.parse(envelope).payload_sha256
+    except EnvelopeError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """What a chunk ``[start, stop)`` of the trail turned out to be, when nothing was in doubt."""
+
+    levels: list[bytes]  # level l: the chunk's perfect subtrees of 2**l leaves
+    checked: int
+    pruned: int
+    nodes_checked: int
+
+
+def _verify_chunk(store: BulkReader, start: int, stop: int, head: int) -> _Chunk | None:
+    """Re-hash leaves ``[start, stop)`` and compare their stored nodes; None at the first doubt.
+
+    Same checks as :func:`_scan_entries` and :func:`_check_nodes`, a few times faster: rows come as
+    tuples in pages, the payload hash is read with one regex match, and the tree is built level by
+    level instead of leaf by leaf. ``start`` is a multiple of the chunk size, so the chunk's subtrees
+    are the trail's. The slow path then runs and names any problem exactly.
+    """
+    sha256 = hashlib.sha256
+    fullmatch = _ENVELOPE_RE.fullmatch
+    hashes: list[bytes] = []
+    append = hashes.append
+    checked = pruned = 0
+    expected = start
+    pages = store.scan_leaves(stop + 1 if stop == head else stop, start=start)  # a row at the head is a finding
+    try:
+        for rows, raws in pages:
+            for (seq, stored, envelope), raw in zip(rows, raws, strict=True):
+                computed = sha256(b"\x00" + envelope).digest()
+                if seq != expected or seq >= head or computed != stored:
+                    return None
+                match = fullmatch(envelope)
+                if match is not None and envelope.isascii():
+                    want = match.group(1)
+                else:  # non-ASCII text, or not the exact canonical form: the careful way
+                    parsed = _payload_hash_of(envelope)
+                    if parsed is None:
+                        return None
+                    want = parsed.encode("ascii")
+                if raw is None:
+                    pruned += 1
+                elif sha256(raw).hexdigest().encode("ascii") != want:
+                    return None
+                else:
+                    checked += 1
+                append(computed)
+                expected += 1
+    finally:
+        closer = getattr(pages, "close", None)
+        if closer is not None:
+            closer()
+    if expected != stop:
+        return None
+    tree = MemoryTree.from_leaf_hashes(b"".join(hashes))
+    nodes = 0
+    levels = [bytes(tree.level_bytes(0))]
+    for level in range(1, (stop - start).bit_length()):
+        data = bytes(tree.level_bytes(level))
+        first, count = start >> level, len(data) // HASH_SIZE
+        stored_count, low, high, stored_level = store.scan_node_level(level, first, first + count)
+        if (stored_count, low, high) != (count, first, first + count - 1) or stored_level != data:
+            return None
+        nodes += count
+        levels.append(data)
+    return _Chunk(levels, checked, pruned, nodes)
+
+
+def _chunk_job(url: str, start: int, stop: int, head: int) -> _Chunk | None:
+    """:func:`_verify_chunk` in a worker process, on a connection of its own."""
+    from kubepci.auditlog.store import open_store
+
+    store = open_store(url)
+    try:
+        return _verify_chunk(store, start, stop, head) if isinstance(store, BulkReader) else None
+    finally:
+        store.close()
+
+
+def _fast_verify(store: BulkReader, head: int) -> tuple[_Scan, int] | None:
+    """The re-hash and node comparison of a trail with nothing wrong, in chunks, maybe in parallel."""
+    url = getattr(store, "url", None)
+    size = 1 << _CHUNK_LEVEL
+    if head >= _PARALLEL_MIN_LEAVES and isinstance(url, str):
+        spans = [(first, min(head, first + size)) for first in range(0, head, size)]
+        workers = min(len(spans), os.cpu_count() or 1, 4)
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded server process
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            chunks = list(pool.map(_chunk_job, *zip(*[(url, a, b, head) for a, b in spans], strict=True)))
+    else:
+        chunks = [_verify_chunk(store, 0, head, head)] if head else [_Chunk([b""], 0, 0, 0)]
+    if any(chunk is None for chunk in chunks):
+        return None
+    done = [chunk for chunk in chunks if chunk is not None]
+    depth = max(len(chunk.levels) for chunk in done)
+    levels = [b"".join(chunk.levels[level] for chunk in done if level < len(chunk.levels)) for level in range(depth)]
+    nodes = sum(chunk.nodes_checked for chunk in done)
+    while len(levels[-1]) >= 2 * HASH_SIZE:  # the levels above one chunk: few hashes, built here
+        below = levels[-1]
+        data = b"".join(node_hash(below[i : i + HASH_SIZE], below[i + HASH_SIZE : i + 2 * HASH_SIZE])
+                        for i in range(0, len(below) // (2 * HASH_SIZE) * 2 * HASH_SIZE, 2 * HASH_SIZE))
+        level = len(levels)
+        count = len(data) // HASH_SIZE
+        rows, low, high, stored_level = store.scan_node_level(level)
+        if (rows, low, high) != (count, 0, count - 1) or stored_level != data:
+            return None
+        nodes += count
+        levels.append(data)
+    stats = store.node_levels()
+    wanted = {level: (head >> level, 0, (head >> level) - 1) for level in range(1, head.bit_length())}
+    if stats != wanted:  # a node outside the tree, or a level missing
+        return None
+    checked = sum(chunk.checked for chunk in done)
+    pruned = sum(chunk.pruned for chunk in done)
+    return _Scan(MemoryTree.from_levels(levels, head), True, checked, pruned), nodes
 
 
 def _scan_entries(store: TrailStore, head: int, findings: _Findings) -> _Scan:
@@ -245,10 +426,15 @@ def verify_store(
         raise UsageError("checkpoints exist: verification needs the log's public key (vkey)")
     findings = _Findings()
     head = store.size()
-    scan = _scan_entries(store, head, findings)
-    before = len(findings.items)
-    nodes_checked = _check_nodes(store, scan, findings)
-    nodes_ok = len(findings.items) == before
+    fast = _fast_verify(store, head) if isinstance(store, BulkReader) else None
+    if fast is not None:
+        scan, nodes_checked = fast
+        nodes_ok = True
+    else:
+        scan = _scan_entries(store, head, findings)
+        before = len(findings.items)
+        nodes_checked = _check_nodes(store, scan, findings)
+        nodes_ok = len(findings.items) == before
     anchors: list[_Anchor] = []
     for record in records:
         anchor = _open(f"stored checkpoint #{record.ordinal}", record.note, verifiers, origin or "", findings)

@@ -244,3 +244,75 @@ def prune(store_url: str, retention_days: int, now_text: str | None) -> None:
     with _trail(store_url) as t:
         dropped = t.prune(retention_days, now)
     click.echo(f"pruned {dropped} raw payload(s) older than {retention_days} days")
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"--listen: want HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@trail.command()
+@click.option("--store", "store_url", envvar="KUBEPCI_TRAIL_STORE",
+              help="Trail store URL (default: trail.store from the config file).")
+@_KEY
+@click.option("--cert", "cert_file", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="TLS serving certificate (PEM, may include the chain).")
+@click.option("--key-file", "tls_key_file", required=True,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path), help="TLS private key (PEM).")
+@click.option("--client-ca", "client_ca", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="CA for client certificates (mTLS); senders without a token must present one it signed.")
+@click.option("--sources", "sources_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="YAML list of senders: name, endpoint, client_names and/or token, silence threshold.")
+@click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to bind.")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="kubepci.yaml: trail.store, trail.key and the CDE namespaces for the review rules.")
+@click.option("--checkpoint-every", default=10_000, show_default=True, type=click.IntRange(1),
+              help="Sign a checkpoint after this many new leaves ...")
+@click.option("--checkpoint-seconds", default=60.0, show_default=True, type=click.FloatRange(0.1),
+              help="... or after this many seconds, whichever comes first.")
+@click.option("--tick-seconds", default=10.0, show_default=True, type=click.FloatRange(0.05),
+              help="How often silence checks run (gaps, missing Falco heartbeats).")
+@click.option("--max-body-bytes", default=16 * 1024 * 1024, show_default=True, type=click.IntRange(1024))
+def serve(store_url: str | None, key_path: Path | None, cert_file: Path, tls_key_file: Path, client_ca: Path | None,
+          sources_file: Path | None, listen: str, config_path: Path | None, checkpoint_every: int,
+          checkpoint_seconds: float, tick_seconds: float, max_body_bytes: int) -> None:
+    """HTTPS ingestion: API-server audit webhook and Falco alerts in, 200 only once durable."""
+    import logging
+
+    from kubepci.auditlog.ingest import Ingestor
+    from kubepci.auditlog.rules import ReviewContext, Reviewer
+    from kubepci.auditlog.server import IngestServer, IngestSettings
+    from kubepci.auditlog.sources import default_sources, load_sources
+    from kubepci.config import load_config
+
+    config = load_config(config_path) if config_path is not None else None
+    url = store_url or (config.trail_store if config else None)
+    if not url:
+        raise UsageError("no trail store: give --store or trail.store in the config file")
+    signing_key = key_path or (config.trail_key if config else None)
+    signer = load_signer(signing_key) if signing_key is not None else None
+    if sources_file is not None:
+        sources = load_sources(sources_file)
+    elif client_ca is not None:
+        sources = default_sources()
+    else:
+        raise UsageError("nobody could deliver: give --client-ca (mTLS) and/or --sources with tokens")
+    host, port = _listen(listen)
+    review = ReviewContext(cde_namespaces=frozenset(config.cde.namespaces) if config else frozenset())
+    settings = IngestSettings(
+        cert_file=cert_file, key_file=tls_key_file, client_ca_file=client_ca, host=host, port=port,
+        max_body_bytes=max_body_bytes, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
+        tick_seconds=tick_seconds,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        server = IngestServer(lambda: open_store(url), settings, sources, signer=signer,
+                              ingestor=Ingestor(Reviewer(review)))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if signer is None:
+        click.echo("warning: no signing key (--key): no checkpoints will be signed", err=True)
+    click.echo(f"kubepci trail serving https://{host}:{port} into {url.split('@')[-1]}", err=True)
+    server.run()

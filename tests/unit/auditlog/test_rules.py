@@ -914,3 +914,14 @@ def test_hostile_input_never_crashes_the_reviewer(
         assert alert.rule_id in alert.check
     reviewer.review_falco(falco_fields)
     reviewer.tick(T0)
+
+
+def test_webhook_eventlist_items_without_kind_are_reviewed() -> None:
+    """The apiserver's audit webhook sends EventList items without kind/apiVersion."""
+    from kubepci.auditlog.rules_k8s import AuditEvent
+
+    item = {"level": "Metadata", "auditID": "a1", "stage": "ResponseComplete", "verb": "get",
+            "user": {"username": "alice"}, "objectRef": {"resource": "secrets", "namespace": "payments"}}
+    parsed = AuditEvent.parse(item)
+    assert parsed is not None
+    assert AuditEvent.parse({**item, "kind": 0}) is None

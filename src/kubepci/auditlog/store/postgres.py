@@ -238,6 +238,7 @@ class PostgresStore:
     def __init__(self, conn: psycopg.Connection[Any], schema: str) -> None:
         self._conn = conn
         self.schema = schema
+        self.url: str | None = None  # set by open_url: lets verification open more readers
 
     @classmethod
     def open_url(cls, url: str, *, create: bool = True) -> PostgresStore:
@@ -264,7 +265,9 @@ class PostgresStore:
         if row is None or row[0] != SCHEMA_VERSION:
             conn.close()
             raise StoreError(f"trail schema {schema!r} has version {row and row[0]}, want {SCHEMA_VERSION}")
-        return cls(conn, schema)
+        store = cls(conn, schema)
+        store.url = url
+        return store
 
     def __enter__(self) -> PostgresStore:
         return self
@@ -400,6 +403,48 @@ class PostgresStore:
             if len(rows) < _PAGE:
                 return
             last = (int(rows[-1][0]), int(rows[-1][1]))
+
+    # -- bulk reads for verification (optional protocol: see kubepci.auditlog.verify) ---------
+
+    def scan_leaves(
+        self, stop: int, page: int = 10_000, start: int = 0
+    ) -> Iterator[tuple[list[tuple[int, bytes, bytes]], list[bytes | None]]]:
+        """Pages of ``(seq, leaf_hash, envelope)`` rows for seq in ``[start, stop)`` and their raw payloads
+        (None when pruned), through a server-side cursor in one transaction."""
+        try:
+            with self._conn.transaction(), self._conn.cursor(name="kubepci_verify_leaves") as cur:
+                cur.execute(
+                    "SELECT e.seq, e.leaf_hash, e.envelope, p.raw FROM entries e LEFT JOIN payloads p"
+                    " ON p.seq = e.seq WHERE e.seq >= %s AND e.seq < %s ORDER BY e.seq", (start, stop),
+                )
+                while rows := cur.fetchmany(page):
+                    yield [(seq, leaf, envelope) for seq, leaf, envelope, _ in rows], [row[3] for row in rows]
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL trail read failed: {exc}") from None
+
+    def node_levels(self) -> dict[int, tuple[int, int, int]]:
+        """``level -> (rows, min idx, max idx)`` of the stored interior nodes."""
+        rows = self._all("SELECT level, count(*), min(idx), max(idx) FROM nodes GROUP BY level ORDER BY level")
+        return {int(level): (int(count), int(low), int(high)) for level, count, low, high in rows}
+
+    def scan_node_level(self, level: int, start: int = 0, stop: int | None = None) -> tuple[int, int, int, bytes]:
+        """``(rows, min idx, max idx, hashes concatenated in idx order)`` of one level, idx in [start, stop)."""
+        bounds = (level, start, (1 << 62) if stop is None else stop)
+        where = "level = %s AND idx >= %s AND idx < %s"
+        row = self._one(
+            f"SELECT count(*), coalesce(min(idx), -1), coalesce(max(idx), -1) FROM nodes WHERE {where}",  # noqa: S608
+            bounds,
+        )
+        count, low, high = (int(v) for v in row) if row else (0, -1, -1)
+        parts: list[bytes] = []
+        try:
+            with self._conn.transaction(), self._conn.cursor(name="kubepci_verify_nodes") as cur:
+                cur.execute(f"SELECT hash FROM nodes WHERE {where} ORDER BY idx".encode(), bounds)  # noqa: S608
+                while rows := cur.fetchmany(50_000):
+                    parts.append(b"".join(bytes(value) for (value,) in rows))
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL trail read failed: {exc}") from None
+        return count, low, high, b"".join(parts)
 
     def find_by_dedupe(self, key: str) -> int | None:
         row = self._one("SELECT seq FROM entries WHERE dedupe_key = %s", (key,))

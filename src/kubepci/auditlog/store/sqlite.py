@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -124,6 +125,7 @@ class SqliteStore:
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
+        self.url: str | None = None  # set when opened from a path: lets verification open more readers
 
     @classmethod
     def open_url(cls, url: str) -> SqliteStore:
@@ -155,7 +157,9 @@ class SqliteStore:
         if version != SCHEMA_VERSION:
             db.close()
             raise StoreError(f"{path}: trail schema version {version}, this kubepci reads {SCHEMA_VERSION}")
-        return cls(db)
+        store = cls(db)
+        store.url = f"sqlite://{path.resolve()}"
+        return store
 
     def __enter__(self) -> SqliteStore:
         return self
@@ -290,6 +294,81 @@ class SqliteStore:
             if len(rows) < _PAGE:
                 return
             last = (int(rows[-1][0]), int(rows[-1][1]))
+
+    # -- WAL checkpoints off the commit path (used by the ingest server's group committer) -------
+
+    def defer_wal_checkpoints(self, max_pages: int = 100_000) -> None:
+        """Stop this connection checkpointing the WAL after its commits, up to ``max_pages`` of WAL.
+
+        A commit that crosses SQLite's default 1000-page mark also copies the WAL into the database
+        and syncs it, inside the committer's time; with another connection calling
+        :meth:`wal_checkpoint` periodically that copy runs beside the commits instead (measured:
+        ingest 19.3k -> 21k events/s). ``max_pages`` (400 MB) is the safety net if nobody does.
+        """
+        self._db.execute(f"PRAGMA wal_autocheckpoint={int(max_pages)}")
+
+    def wal_checkpoint(self) -> None:
+        """Copy committed WAL frames into the database without blocking writers (PASSIVE)."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite WAL checkpoint failed: {exc}") from None
+
+    # -- bulk reads for verification (optional protocol: see kubepci.auditlog.verify) ---------
+
+    def scan_leaves(
+        self, stop: int, page: int = 10_000, start: int = 0
+    ) -> Iterator[tuple[list[tuple[int, bytes, bytes]], list[bytes | None]]]:
+        """Pages of ``(seq, leaf_hash, envelope)`` rows for seq in ``[start, stop)``, with each row's raw
+        payload (None when pruned) in a list alongside; all pages from one read snapshot.
+
+        Each page is two range scans (entries, payloads) rather than a join: the join looked every
+        payload up in its B-tree, a third more CPU per row. Pages cover ``page`` indices, so a
+        missing row only makes its page shorter.
+        """
+        db = self._db
+        seq_of, raw_of = itemgetter(0), itemgetter(1)
+        try:
+            db.execute("BEGIN")  # deferred: every page reads the same snapshot
+            try:
+                for low in range(start, stop, page):
+                    span = (low, min(stop, low + page))
+                    rows = db.execute(
+                        "SELECT seq, leaf_hash, envelope FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq", span
+                    ).fetchall()
+                    payloads = db.execute(
+                        "SELECT seq, raw FROM payloads WHERE seq >= ? AND seq < ? ORDER BY seq", span
+                    ).fetchall()
+                    if list(map(seq_of, payloads)) == list(map(seq_of, rows)):
+                        raws: list[bytes | None] = list(map(raw_of, payloads))
+                    else:  # pruned payloads (or a payload without its entry)
+                        found = dict(payloads)
+                        raws = [found.get(seq) for seq, _, _ in rows]
+                    yield rows, raws
+            finally:
+                if db.in_transaction:
+                    db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite trail read failed: {exc}") from None
+
+    def node_levels(self) -> dict[int, tuple[int, int, int]]:
+        """``level -> (rows, min idx, max idx)`` of the stored interior nodes."""
+        rows = self._all("SELECT level, count(*), min(idx), max(idx) FROM nodes GROUP BY level ORDER BY level")
+        return {int(level): (int(count), int(low), int(high)) for level, count, low, high in rows}
+
+    def scan_node_level(self, level: int, start: int = 0, stop: int | None = None) -> tuple[int, int, int, bytes]:
+        """``(rows, min idx, max idx, hashes concatenated in idx order)`` of one level, idx in [start, stop)."""
+        bounds = (level, start, (1 << 62) if stop is None else stop)
+        where = "level = ? AND idx >= ? AND idx < ?"
+        row = self._one(f"SELECT count(*), coalesce(min(idx), -1), coalesce(max(idx), -1) FROM nodes WHERE {where}",  # noqa: S608
+                        bounds)
+        count, low, high = (int(v) for v in row) if row else (0, -1, -1)
+        try:
+            cursor = self._db.execute(f"SELECT hash FROM nodes WHERE {where} ORDER BY idx", bounds)  # noqa: S608
+            data = b"".join([value for (value,) in cursor])
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite trail read failed: {exc}") from None
+        return count, low, high, data
 
     def find_by_dedupe(self, key: str) -> int | None:
         row = self._one("SELECT seq FROM entries WHERE dedupe_key = ?", (key,))

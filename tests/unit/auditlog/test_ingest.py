@@ -1,0 +1,143 @@
+"""Request bodies to leaves: exact item bytes, refusal reasons, review, determinism of retries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kubepci.auditlog.events import SilenceMonitor, admission_entry, scan_entry, waiver_entry
+from kubepci.auditlog.ingest import IngestError, Ingestor, split_event_list, split_falco
+
+AT = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+DEMO = Path("../shared/testdata/audit2rbac/demo.log")
+EXEC = Path("../shared/testdata/falco-k8s-audit/trace_files/exec_pod.json")
+HEAD = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":['
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(codec="utf-8")),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10,
+)
+_WS = st.text(alphabet=" \t\r\n", max_size=3)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(_JSON, _WS, _WS, st.booleans()), max_size=6), _WS)
+def test_items_are_sliced_byte_exact_whatever_the_spacing_and_text(
+    items: list[tuple[Any, str, str, bool]], outer: str
+) -> None:
+    parts, expected = [], []
+    for value, before, after, ascii_only in items:
+        raw = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8")
+        expected.append(raw)
+        parts.append(before.encode() + raw + after.encode())
+    body = (outer + '{ "apiVersion" : "audit.k8s.io/v1" ,"items":' + outer + "[").encode() + b",".join(parts) + (
+        "]" + outer + ', "kind":"EventList"}' + outer).encode()
+    members, sliced = split_event_list(body)
+    assert members == {"apiVersion": "audit.k8s.io/v1", "kind": "EventList"}
+    assert [item.raw for item in sliced] == expected
+    assert [item.value for item in sliced] == [json.loads(raw) for raw in expected]
+
+
+def test_demo_log_lines_come_back_exactly() -> None:
+    lines = DEMO.read_bytes().splitlines()
+    _, items = split_event_list(HEAD + b",\r\n\t".join(lines) + b"]}")
+    assert [item.raw for item in items] == lines
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (HEAD + b"]}", None),
+        (HEAD + b"1]", "expecting ',' or '}' after an object member"),
+        (HEAD + b"1 2]}", "expecting ',' or ']' after an array item"),
+        (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[],"items":[]}', "two 'items' members"),
+        (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":null}', None),
+        (b'{kind:"EventList"}', "expecting a member name in double quotes"),
+        (b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[Infinity]}', "Infinity is not valid JSON"),
+        (b"\xef\xbb\xbf{}", "expecting an EventList object"),
+        (HEAD + b"[" * 50_000 + b"]" * 50_000 + b"]}", "nested too deeply"),
+    ],
+)
+def test_event_list_shapes(body: bytes, reason: str | None) -> None:
+    if reason is None:
+        assert split_event_list(body)[1] == []
+    else:
+        with pytest.raises(IngestError, match=reason):
+            split_event_list(body)
+
+
+def test_falco_single_object_or_array() -> None:
+    single = b' {"rule":"r","priority":"Notice","time":"2026-01-01T00:00:00.123456789Z","output_fields":{}}\n'
+    assert split_falco(single)[0] is True
+    assert split_falco(single)[1][0].raw == single.strip()
+    batch = b"[" + single.strip() + b" , " + single.strip() + b"]"
+    many, items = split_falco(batch)
+    assert many is False
+    assert [item.raw for item in items] == [single.strip()] * 2
+
+
+def test_event_list_items_without_kind_are_reviewed() -> None:
+    """The API server's webhook items carry no kind; the review must see them all the same."""
+    event = json.loads(EXEC.read_bytes())
+    event.pop("kind")
+    batch = Ingestor(clock=lambda: AT).k8s_audit(HEAD + json.dumps(event).encode() + b"]}", source="apiserver")
+    assert batch.accepted == 1
+    assert "D01.exec_attach" in [alert.check for alert in batch.alerts]
+
+
+def test_review_alerts_are_byte_identical_on_a_retry_after_restart() -> None:
+    body = HEAD + EXEC.read_bytes().strip() + b"]}"
+    first = Ingestor(clock=lambda: AT).k8s_audit(body, source="apiserver")
+    later = Ingestor(clock=lambda: AT + dt.timedelta(minutes=3)).k8s_audit(body, source="apiserver")
+    assert [e.dedupe_key for e in first.entries] == [e.dedupe_key for e in later.entries]
+    assert [e.raw for e in first.entries] == [e.raw for e in later.entries]
+    assert [e.envelope.kind for e in first.entries] == ["k8s-audit"] + ["alert"] * len(first.alerts)
+
+
+def test_a_bad_falco_item_in_an_array_is_rejected_not_refused() -> None:
+    good = b'{"rule":"Terminal shell in container","priority":"Notice","time":"2026-01-01T00:00:00Z"}'
+    batch = Ingestor(clock=lambda: AT).falco(b"[" + good + b',{"priority":"Debug"}]', source="falco")
+    assert batch.rejected == [(1, "Falco alert without a rule")]
+    rejected = batch.entries[batch.items[1][0]]
+    assert (rejected.envelope.kind, rejected.raw) == ("rejected", b'{"priority":"Debug"}')
+    assert [a.check for a in batch.alerts] == ["D21.runtime_alert"]  # a shell on a host: passed through
+    with pytest.raises(IngestError, match="without a rule"):
+        Ingestor().falco(b'{"priority":"Debug"}', source="falco")
+
+
+def test_silence_monitor_records_start_and_end_once() -> None:
+    monitor = SilenceMonitor({"apiserver": dt.timedelta(minutes=5)}, AT)
+    assert monitor.check(AT + dt.timedelta(minutes=4)) == []
+    gaps = monitor.check(AT + dt.timedelta(minutes=6))
+    assert [json.loads(g.raw)["silent_seconds"] for g in gaps] == [360]
+    assert monitor.check(AT + dt.timedelta(minutes=9)) == []  # one entry per silence
+    resumed = monitor.seen("apiserver", AT + dt.timedelta(minutes=10))
+    assert [json.loads(r.raw)["type"] for r in resumed] == ["source-resumed"]
+    assert json.loads(resumed[0].raw)["silent_seconds"] == 600
+    assert monitor.seen("apiserver", AT + dt.timedelta(minutes=11)) == []
+
+
+def test_own_records_index_what_a_reviewer_searches_for() -> None:
+    decision = admission_entry({"decision_id": "u1", "allowed": False, "operation": "CREATE", "kind": "Pod",
+                                "namespace": "payments", "name": "p", "user": "alice",
+                                "denied": [{"check": "KPCI-1"}, {"check": "KPCI-2"}]},
+                               received_at="2026-03-01T12:00:00.000000Z")
+    ix = decision.envelope.index
+    assert (ix.verb, ix.resource, ix.code, ix.rule, ix.user) == ("create", "pod", 403, "KPCI-1,KPCI-2", "alice")
+    report = json.dumps({"schema": "kubepci.report/v1", "tool": {"version": "0.1.0"},
+                         "run": {"generated_at": "2026-03-01T11:00:00Z", "catalog_digest": "sha256:ab"},
+                         "summary": {"exit_code": 1, "counts": {"fail": 3}}}).encode()
+    scan = json.loads(scan_entry(report, received_at="2026-03-01T12:00:00.000000Z").raw)
+    assert scan["report_bytes"] == len(report)
+    assert (scan["exit_code"], scan["counts"]) == (1, {"fail": 3})
+    waiver = waiver_entry("added", {"id": "W-1", "check": "KPCI-9"}, actor="bob", reason="ticket 42",
+                          received_at="2026-03-01T12:00:00.000000Z")
+    assert (waiver.envelope.index.name, waiver.envelope.index.user) == ("W-1", "bob")
