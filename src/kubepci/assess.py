@@ -117,12 +117,10 @@ def assess(
     fail_on: Severity | None = Severity.LOW,
     progress: Callable[[int, int], None] | None = None,
     analyzers: Mapping[str, object] | None = None,
-    workers: int = 1,
 ) -> Report:
     if analyzers is None:
         analyzers = standard_analyzers(inventory, config)
-    evaluation = evaluate(catalog, inventory, config, now=now, progress=progress, analyzers=analyzers,
-                          workers=workers)
+    evaluation = evaluate(catalog, inventory, config, now=now, progress=progress, analyzers=analyzers)
     outcome = apply_waivers(evaluation.findings, waivers, now.date(), inventory)
     findings = outcome.findings
     counts = Counter(f.status.value for f in findings)

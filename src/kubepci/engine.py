@@ -7,8 +7,6 @@ finding for that pair: a crashing check never aborts a run and never passes sile
 
 from __future__ import annotations
 
-import os
-import pickle
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -155,11 +153,8 @@ def evaluate(
     now: datetime | None = None,
     analyzers: Mapping[str, Any] | None = None,
     progress: ProgressFn | None = None,
-    workers: int = 1,
 ) -> Evaluation:
-    """Run every enabled check. ``workers=2`` evaluates half the checks in a forked child (POSIX,
-    large inventories, no progress callback): the inventory is shared copy-on-write, only the
-    child's findings travel back. Results are identical to a sequential run (findings are sorted)."""
+    """Run every enabled check over its targets; findings come back sorted."""
     scope_map = scope if scope is not None else compute_scope(inventory, config)
     if analyzers is None:  # lazy: a model is computed only if a check asks for it
         analyzers = standard_analyzers(inventory, config)
@@ -168,21 +163,10 @@ def evaluate(
     if point is EnforcementPoint.ADMISSION:
         active = [c for c in active if c.meta.admission]
     targets = _Targets(inventory, scope_map)
-    parallel = (workers > 1 and progress is None and hasattr(os, "fork") and len(active) > 1
-                and len(inventory.resources) >= _PARALLEL_MIN_RESOURCES)
-    if parallel:
-        result = _run_forked(active, targets, ctx)
-    else:
-        result = _run_checks(active, targets, ctx, progress)
-    findings, passed, evaluated, skipped = result
+    findings, passed, evaluated, skipped = _run_checks(active, targets, ctx, progress)
     findings.sort(key=Finding.sort_key)
-    order = {c.id: i for i, c in enumerate(active)}
-    passed = dict(sorted(passed.items(), key=lambda kv: order[kv[0]]))
     return Evaluation(tuple(findings), passed, evaluated, skipped, scope_map, tuple(active))
 
-
-#: below this many resources a fork costs more than it saves
-_PARALLEL_MIN_RESOURCES = 1000
 
 _Result = tuple[list[Finding], dict[str, tuple[ResourceRef, ...]], dict[str, int], dict[str, int]]
 
@@ -225,56 +209,4 @@ def _run_checks(active: Sequence[Check], targets: _Targets, ctx: CheckContext,
         skipped[chk.id] = n_skip
         if progress is not None:
             progress(index + 1, len(active))
-    return findings, passed, evaluated, skipped
-
-
-def _run_forked(active: Sequence[Check], targets: _Targets, ctx: CheckContext) -> _Result:
-    """Split the checks in two halves of similar cost; the child runs one and pickles its result.
-
-    Everything both sides read is computed before the fork (targets per view, the analyzers the
-    checks declare they need), so the child neither recomputes nor diverges. A child that fails
-    for any reason costs time, not correctness: the parent then runs the child's half itself."""
-    for chk in active:
-        targets.in_scope(chk, _allowed_scopes(chk))
-        for name in chk.meta.needs:
-            ctx.analyzers[name]
-    weights = sorted(active, key=lambda c: -len(targets.of(c)))
-    mine: list[Check] = []
-    theirs: list[Check] = []
-    load = [0, 0]
-    for chk in weights:
-        side = 0 if load[0] <= load[1] else 1
-        (mine if side == 0 else theirs).append(chk)
-        load[side] += len(targets.of(chk)) + 1
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns into the caller's stack
-        code = 0
-        try:
-            os.close(read_fd)
-            findings, passed, evaluated, skipped = _run_checks(theirs, targets, ctx)
-            by_ref = {r.ref: i for i, r in enumerate(ctx.inventory.resources)}
-            compact = {k: [by_ref[ref] for ref in refs] for k, refs in passed.items()}
-            with os.fdopen(write_fd, "wb") as pipe:
-                pickle.dump((findings, compact, evaluated, skipped), pipe, protocol=pickle.HIGHEST_PROTOCOL)
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    findings, passed, evaluated, skipped = _run_checks(mine, targets, ctx)
-    with os.fdopen(read_fd, "rb") as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    if status != 0 or not data:
-        more = _run_checks(theirs, targets, ctx)
-    else:
-        child_findings, compact, child_eval, child_skip = pickle.loads(data)  # noqa: S301 - our own child
-        resources = ctx.inventory.resources
-        more = (child_findings, {k: tuple(resources[i].ref for i in v) for k, v in compact.items()},
-                child_eval, child_skip)
-    findings.extend(more[0])
-    passed.update(more[1])
-    evaluated.update(more[2])
-    skipped.update(more[3])
     return findings, passed, evaluated, skipped

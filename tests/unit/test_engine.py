@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 from kubepci.checks._registry import Catalog, CheckContext, check
 from kubepci.config import Config
@@ -121,25 +120,3 @@ spec: {containers: [{name: w, image: boom}]}
         ("web", False), ("web-5d8f", True), ("web-5d8f-x2", True), ("orphan", False)]
     result = evaluate(Catalog((image_x,)), inventory, Config())
     assert sorted(str(f.resource) for f in result.findings) == ["shop/Deployment/web", "shop/Pod/orphan"]
-
-
-def test_forked_evaluation_gives_exactly_the_sequential_result(tmp_path: Path) -> None:
-    import sys
-
-    from kubepci.checks import default_catalog
-    from kubepci.inventory.loaders.manifests import load_paths
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-    from generate import generate
-
-    generate(tmp_path, 1500, 3)
-    loaded = load_paths([str(tmp_path)])
-    inventory = Inventory.build(loaded.resources)
-    cfg = Config()
-    serial = evaluate(default_catalog(), inventory, cfg, workers=1)
-    forked = evaluate(default_catalog(), inventory, cfg, workers=2)
-    assert forked.findings == serial.findings
-    assert forked.passed == serial.passed
-    assert forked.evaluated == serial.evaluated
-    assert forked.skipped == serial.skipped
-    assert len(serial.findings) > 100

@@ -62,7 +62,6 @@ class CheckMeta:
     cel: str | None = None
     description: str = ""
     admission: bool = True
-    needs: tuple[str, ...] = ()  # analyzers the body reads from ctx.analyzers (computed before a fork)
 
     def problems(self) -> list[str]:
         """Metadata rules the meta-tests enforce (kept here so the CLI can lint user checks too)."""
@@ -125,7 +124,6 @@ def check(
     refs: Sequence[str] = (),
     cel: str | None = None,
     admission: bool = True,
-    needs: Sequence[str] = (),
 ) -> Callable[[CheckFn], Check]:
     """Wrap a body into a Check. The body's docstring becomes the long description."""
 
@@ -134,7 +132,7 @@ def check(
             id=id, title=title, requirements=tuple(requirements), blog=tuple(blog), severity=severity,
             targets=tuple(targets), remediation=remediation, applies_to=applies_to,
             include_exempt=include_exempt, enforcement=enforcement, refs=tuple(refs), cel=cel,
-            description=" ".join((fn.__doc__ or "").split()), admission=admission, needs=tuple(needs),
+            description=" ".join((fn.__doc__ or "").split()), admission=admission,
         )
         return Check(meta, fn)
 

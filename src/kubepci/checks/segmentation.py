@@ -81,7 +81,6 @@ def _summary(flows: Sequence[Flow], limit: int = 4) -> str:
     applies_to="cde",
     refs=("NET-003", "NET-004", "NET-005", "C-0260"),
     admission=False,
-    needs=("netpol",),
 )
 def cde_effective_default_deny(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """PCI 1.3.1/1.3.2 want all traffic into and out of the CDE that is not needed specifically
@@ -124,7 +123,6 @@ def cde_effective_default_deny(wl: Workload, ctx: CheckContext) -> Iterator[Viol
     applies_to="cde",
     refs=("NET-003", "NET-006", "NET-007"),
     admission=False,
-    needs=("netpol",),
 )
 def cde_unapproved_ingress(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """PCI 1.2.1 makes the approved ruleset the standard and 1.3.1 limits traffic into the CDE to
@@ -159,7 +157,6 @@ def cde_unapproved_ingress(wl: Workload, ctx: CheckContext) -> Iterator[Violatio
     applies_to="cde",
     refs=("NET-004", "NET-006", "NET-010"),
     admission=False,
-    needs=("netpol",),
 )
 def cde_unapproved_egress(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """PCI 1.3.2 limits traffic out of the CDE to what is needed. Every destination outside the CDE
@@ -197,7 +194,6 @@ def cde_unapproved_egress(wl: Workload, ctx: CheckContext) -> Iterator[Violation
     applies_to="cde",
     refs=("NET-007",),
     admission=False,
-    needs=("netpol",),
 )
 def dmz_to_cde_datastore(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     """PCI 1.4.4: system components that store cardholder data must not be directly accessible from

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +124,7 @@ def _run_scan(args: ScanArgs) -> int:
             report = assess(inventory, config, catalog, load_tree(), now=args.now, waivers=waivers,
                             fail_on=fail_on, progress=lambda done, _total: bar.update(task, completed=done))
     else:
-        report = assess(inventory, config, catalog, load_tree(), now=args.now, waivers=waivers, fail_on=fail_on,
-                        workers=min(2, os.cpu_count() or 1))
+        report = assess(inventory, config, catalog, load_tree(), now=args.now, waivers=waivers, fail_on=fail_on)
     del inventory, loaded  # the report holds what the reporters need; free the objects before rendering
     if args.report_dir is not None:
         args.report_dir.mkdir(parents=True, exist_ok=True)
