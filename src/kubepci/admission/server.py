@@ -26,7 +26,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +39,9 @@ from prometheus_client.registry import Collector
 from kubepci.admission.cache import CacheStats, Snapshot
 from kubepci.admission.decide import Decision, Policy, decide
 from kubepci.admission.review import ReviewError, parse_review
+from kubepci.asgi import Receive, Scope, Send, read_body, server_tls_context
+from kubepci.asgi import header as _header
+from kubepci.asgi import respond as _respond
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -55,10 +58,6 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DECISION_LOGGER = "kubepci.admission.decision"
 _BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 DecisionHook = Callable[[Mapping[str, Any]], None]
 
 
@@ -119,13 +118,6 @@ class _Metrics:
                                 ["check", "enforcement"], registry=registry)
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value)
-    return None
-
-
 class AdmissionApp:
     """The ASGI app. One instance per process; all state is the policy, the cache and the metrics."""
 
@@ -176,7 +168,7 @@ class AdmissionApp:
         path, method = scope["path"], scope["method"]
         if path == "/validate":
             if method != "POST":
-                await _respond(send, 405, b'{"error":"use POST"}', allow=b"POST")
+                await _respond(send, 405, b'{"error":"use POST"}', extra=((b"allow", b"POST"),))
             else:
                 await self._validate(scope, receive, send)
         elif path in ("/healthz", "/livez"):
@@ -191,24 +183,7 @@ class AdmissionApp:
             await _respond(send, 404, b'{"error":"not found"}')
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The request body, or None once it passes the limit (the rest is not buffered)."""
-        length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return b""
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
+        return await read_body(scope, receive, self.max_body_bytes)
 
     async def _validate(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await self._body(scope, receive)
@@ -284,24 +259,9 @@ class AdmissionApp:
                                        "uid": uid, "peer": host, "time": self.clock().isoformat()}).decode())
 
 
-async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b"application/json",
-                   allow: bytes | None = None) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    if allow is not None:
-        headers.append((b"allow", allow))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 def tls_context(cert_file: Path, key_file: Path, client_ca_file: Path | None = None) -> ssl.SSLContext:
-    """TLS 1.2+ server context; with a client CA, a client certificate signed by it is required."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(cert_file), str(key_file))
-    if client_ca_file is not None:
-        ctx.load_verify_locations(cafile=str(client_ca_file))
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
+    """TLS 1.2+; with a client CA, a client certificate signed by it is required."""
+    return server_tls_context(cert_file, key_file, client_ca_file, client_cert_required=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,13 +36,15 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 
+from kubepci.asgi import Receive, Scope, Send, read_body, server_tls_context
+from kubepci.asgi import header as _header
+from kubepci.asgi import respond as _respond
 from kubepci.auditlog.checkpoint import NoteSigner
 from kubepci.auditlog.committer import CommitResult, GroupCommitter
 from kubepci.auditlog.envelope import NewEntry
@@ -59,28 +61,10 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 _LOG = logging.getLogger("kubepci.trail.server")
 _PATHS = {"/v1/k8s-audit": "k8s-audit", "/v1/falco": "falco"}
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value)
-    return None
-
-
-async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b"application/json",
-                   extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _error(reason: str) -> bytes:
@@ -195,24 +179,7 @@ class IngestApp:
             await _respond(send, 404, _error("not found"))
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The body, or None once it passes the limit (the rest is not buffered)."""
-        length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return b""
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
+        return await read_body(scope, receive, self.max_body_bytes)
 
     async def _ingest(self, endpoint: str, scope: Scope, receive: Receive, send: Send) -> int:
         tls = scope.get("extensions", {}).get("tls", {})
@@ -275,13 +242,7 @@ def _answer(batch: IngestBatch, indices: tuple[int, ...], size_before: int) -> b
 
 def tls_context(cert_file: Path, key_file: Path, client_ca_file: Path | None = None) -> ssl.SSLContext:
     """TLS 1.2+; with a client CA, client certificates are asked for and verified (not required)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(cert_file), str(key_file))
-    if client_ca_file is not None:
-        ctx.load_verify_locations(cafile=str(client_ca_file))
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-    return ctx
+    return server_tls_context(cert_file, key_file, client_ca_file, client_cert_required=False)
 
 
 def _peer_protocol() -> type[asyncio.Protocol]:

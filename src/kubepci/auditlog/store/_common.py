@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, ClassVar
 
 from kubepci.auditlog.envelope import NewEntry
 from kubepci.auditlog.merkle import nodes_completed_by_append
-from kubepci.auditlog.store import SearchQuery, StoreError
+from kubepci.auditlog.store import EntryNotFoundError, SearchQuery, StoredEntry, StoreError
 
 __all__ = [
     "ENTRY_COLUMNS",
     "MIN_PAYLOAD_RETENTION_DAYS",
     "SCHEMA_VERSION",
+    "SqlReads",
     "assign_indices",
     "chunked",
     "entry_row",
@@ -142,3 +145,72 @@ def assign_indices(
             fresh.append(entry)
         indices.append(index)
     return indices, fresh
+
+
+class SqlReads(ABC):
+    """The read side both SQL stores share; only the DB-API placeholder differs (``?`` or ``%s``).
+
+    Queries are written with ``?`` and rewritten once per call; every value still travels as a
+    bound parameter."""
+
+    PLACEHOLDER: ClassVar[str]
+    PAGE: ClassVar[int] = 2000
+
+    @abstractmethod
+    def _one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None: ...
+
+    @abstractmethod
+    def _all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
+
+    def _q(self, sql: str) -> str:
+        return sql if self.PLACEHOLDER == "?" else sql.replace("?", self.PLACEHOLDER)
+
+    def leaf_hash(self, index: int) -> bytes:
+        row = self._one(self._q("SELECT leaf_hash FROM entries WHERE seq = ?"), (index,))
+        if row is None:
+            raise EntryNotFoundError(f"no leaf {index} in the trail")
+        return bytes(row[0])
+
+    def leaf_hash_at(self, index: int) -> bytes:
+        return self.leaf_hash(index)
+
+    def subtree_hash(self, start: int, size: int) -> bytes:
+        level = size.bit_length() - 1
+        row = self._one(self._q("SELECT hash FROM nodes WHERE level = ? AND idx = ?"), (level, start >> level))
+        if row is None:
+            raise StoreError(f"stored tree lacks node level {level} index {start >> level}")
+        return bytes(row[0])
+
+    def entry(self, index: int) -> StoredEntry:
+        for item in self.iter_entries(index, index + 1):
+            if item.index == index:
+                return item
+        raise EntryNotFoundError(f"no leaf {index} in the trail")
+
+    def iter_entries(self, start: int = 0, stop: int | None = None) -> Iterator[StoredEntry]:
+        last = start - 1
+        limit = stop if stop is not None else 1 << 62
+        query = self._q("SELECT e.seq, e.leaf_hash, e.envelope, p.raw FROM entries e LEFT JOIN payloads p"
+                        " ON p.seq = e.seq WHERE e.seq > ? AND e.seq < ? ORDER BY e.seq LIMIT ?")
+        while True:
+            rows = self._all(query, (last, limit, self.PAGE))
+            for seq, leaf, envelope, raw in rows:
+                yield StoredEntry(int(seq), bytes(leaf), bytes(envelope), None if raw is None else bytes(raw))
+            if len(rows) < self.PAGE:
+                return
+            last = int(rows[-1][0])
+
+    def iter_nodes(self) -> Iterator[tuple[int, int, bytes]]:
+        last = (0, -1)
+        query = self._q("SELECT level, idx, hash FROM nodes WHERE (level, idx) > (?, ?) ORDER BY level, idx LIMIT ?")
+        while True:
+            rows = self._all(query, (*last, self.PAGE))
+            for level, idx, value in rows:
+                yield int(level), int(idx), bytes(value)
+            if len(rows) < self.PAGE:
+                return
+            last = (int(rows[-1][0]), int(rows[-1][1]))
+
+    def find_by_dedupe(self, key: str) -> int | None:
+        row = self._one(self._q("SELECT seq FROM entries WHERE dedupe_key = ?"), (key,))
+        return None if row is None else int(row[0])

@@ -27,16 +27,15 @@ from psycopg import sql
 from kubepci.auditlog.envelope import NewEntry
 from kubepci.auditlog.store import (
     CheckpointRecord,
-    EntryNotFoundError,
     SearchHit,
     SearchQuery,
-    StoredEntry,
     StoreError,
 )
 from kubepci.auditlog.store._common import (
     ENTRY_COLUMNS,
     MIN_PAYLOAD_RETENTION_DAYS,
     SCHEMA_VERSION,
+    SqlReads,
     assign_indices,
     entry_row,
     frontier_positions,
@@ -232,8 +231,11 @@ def bootstrap(
             cur.execute(sql.SQL("GRANT {} TO {}").format(ident["reader"], sql.Identifier(login)))
 
 
-class PostgresStore:
+class PostgresStore(SqlReads):
     """A :class:`~kubepci.auditlog.store.TrailStore` in a PostgreSQL schema."""
+
+    PLACEHOLDER = "%s"
+    PAGE = _PAGE
 
     def __init__(self, conn: psycopg.Connection[Any], schema: str) -> None:
         self._conn = conn
@@ -354,56 +356,6 @@ class PostgresStore:
             raise StoreError("PostgreSQL trail has no log_head row")
         return int(row[0])
 
-    def leaf_hash(self, index: int) -> bytes:
-        row = self._one("SELECT leaf_hash FROM entries WHERE seq = %s", (index,))
-        if row is None:
-            raise EntryNotFoundError(f"no leaf {index} in the trail")
-        return bytes(row[0])
-
-    def leaf_hash_at(self, index: int) -> bytes:
-        return self.leaf_hash(index)
-
-    def subtree_hash(self, start: int, size: int) -> bytes:
-        level = size.bit_length() - 1
-        row = self._one("SELECT hash FROM nodes WHERE level = %s AND idx = %s", (level, start >> level))
-        if row is None:
-            raise StoreError(f"stored tree lacks node level {level} index {start >> level}")
-        return bytes(row[0])
-
-    def entry(self, index: int) -> StoredEntry:
-        for item in self.iter_entries(index, index + 1):
-            if item.index == index:
-                return item
-        raise EntryNotFoundError(f"no leaf {index} in the trail")
-
-    def iter_entries(self, start: int = 0, stop: int | None = None) -> Iterator[StoredEntry]:
-        last = start - 1
-        limit = stop if stop is not None else 1 << 62
-        while True:
-            rows = self._all(
-                "SELECT e.seq, e.leaf_hash, e.envelope, p.raw FROM entries e LEFT JOIN payloads p"
-                " ON p.seq = e.seq WHERE e.seq > %s AND e.seq < %s ORDER BY e.seq LIMIT %s",
-                (last, limit, _PAGE),
-            )
-            for seq, leaf, envelope, raw in rows:
-                yield StoredEntry(int(seq), bytes(leaf), bytes(envelope), None if raw is None else bytes(raw))
-            if len(rows) < _PAGE:
-                return
-            last = int(rows[-1][0])
-
-    def iter_nodes(self) -> Iterator[tuple[int, int, bytes]]:
-        last = (0, -1)
-        while True:
-            rows = self._all(
-                "SELECT level, idx, hash FROM nodes WHERE (level, idx) > (%s, %s) ORDER BY level, idx LIMIT %s",
-                (*last, _PAGE),
-            )
-            for level, idx, value in rows:
-                yield int(level), int(idx), bytes(value)
-            if len(rows) < _PAGE:
-                return
-            last = (int(rows[-1][0]), int(rows[-1][1]))
-
     # -- bulk reads for verification (optional protocol: see kubepci.auditlog.verify) ---------
 
     def scan_leaves(
@@ -445,10 +397,6 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL trail read failed: {exc}") from None
         return count, low, high, b"".join(parts)
-
-    def find_by_dedupe(self, key: str) -> int | None:
-        row = self._one("SELECT seq FROM entries WHERE dedupe_key = %s", (key,))
-        return None if row is None else int(row[0])
 
     # -- checkpoints, search, retention ----------------------------------------------------------
 

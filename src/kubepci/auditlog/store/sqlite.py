@@ -24,16 +24,15 @@ from urllib.parse import unquote, urlsplit
 from kubepci.auditlog.envelope import NewEntry
 from kubepci.auditlog.store import (
     CheckpointRecord,
-    EntryNotFoundError,
     SearchHit,
     SearchQuery,
-    StoredEntry,
     StoreError,
 )
 from kubepci.auditlog.store._common import (
     ENTRY_COLUMNS,
     MIN_PAYLOAD_RETENTION_DAYS,
     SCHEMA_VERSION,
+    SqlReads,
     assign_indices,
     chunked,
     entry_row,
@@ -120,8 +119,11 @@ def sqlite_path(url: str) -> Path:
     return Path(unquote(parts.path))
 
 
-class SqliteStore:
+class SqliteStore(SqlReads):
     """A :class:`~kubepci.auditlog.store.TrailStore` in one SQLite file."""
+
+    PLACEHOLDER = "?"
+    PAGE = _PAGE
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
@@ -245,56 +247,6 @@ class SqliteStore:
         row = self._one("SELECT coalesce(max(seq) + 1, 0) FROM entries")
         return int(row[0]) if row else 0
 
-    def leaf_hash(self, index: int) -> bytes:
-        row = self._one("SELECT leaf_hash FROM entries WHERE seq = ?", (index,))
-        if row is None:
-            raise EntryNotFoundError(f"no leaf {index} in the trail")
-        return bytes(row[0])
-
-    def leaf_hash_at(self, index: int) -> bytes:
-        return self.leaf_hash(index)
-
-    def subtree_hash(self, start: int, size: int) -> bytes:
-        level = size.bit_length() - 1
-        row = self._one("SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, start >> level))
-        if row is None:
-            raise StoreError(f"stored tree lacks node level {level} index {start >> level}")
-        return bytes(row[0])
-
-    def entry(self, index: int) -> StoredEntry:
-        for item in self.iter_entries(index, index + 1):
-            if item.index == index:
-                return item
-        raise EntryNotFoundError(f"no leaf {index} in the trail")
-
-    def iter_entries(self, start: int = 0, stop: int | None = None) -> Iterator[StoredEntry]:
-        last = start - 1
-        limit = stop if stop is not None else 1 << 62
-        while True:
-            rows = self._all(
-                "SELECT e.seq, e.leaf_hash, e.envelope, p.raw FROM entries e"
-                " LEFT JOIN payloads p ON p.seq = e.seq WHERE e.seq > ? AND e.seq < ? ORDER BY e.seq LIMIT ?",
-                (last, limit, _PAGE),
-            )
-            for seq, leaf, envelope, raw in rows:
-                yield StoredEntry(int(seq), bytes(leaf), bytes(envelope), None if raw is None else bytes(raw))
-            if len(rows) < _PAGE:
-                return
-            last = int(rows[-1][0])
-
-    def iter_nodes(self) -> Iterator[tuple[int, int, bytes]]:
-        last = (0, -1)
-        while True:
-            rows = self._all(
-                "SELECT level, idx, hash FROM nodes WHERE (level, idx) > (?, ?) ORDER BY level, idx LIMIT ?",
-                (*last, _PAGE),
-            )
-            for level, idx, value in rows:
-                yield int(level), int(idx), bytes(value)
-            if len(rows) < _PAGE:
-                return
-            last = (int(rows[-1][0]), int(rows[-1][1]))
-
     # -- WAL checkpoints off the commit path (used by the ingest server's group committer) -------
 
     def defer_wal_checkpoints(self, max_pages: int = 100_000) -> None:
@@ -369,10 +321,6 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite trail read failed: {exc}") from None
         return count, low, high, data
-
-    def find_by_dedupe(self, key: str) -> int | None:
-        row = self._one("SELECT seq FROM entries WHERE dedupe_key = ?", (key,))
-        return None if row is None else int(row[0])
 
     # -- checkpoints, search, retention ----------------------------------------------------------
 
