@@ -102,7 +102,8 @@ class _Targets:
         self._inventory = inventory
         self._scope = scope
         self._by_view: dict[str, list[tuple[Any, Resource, Scope]]] = {}
-        self._filtered: dict[tuple[tuple[str, ...], frozenset[Scope]], tuple[list[tuple[Any, Resource, Scope]], int]]
+        self._filtered: dict[tuple[tuple[str, ...], frozenset[Scope], Callable[[Any], bool] | None],
+                             tuple[list[tuple[Any, Resource, Scope]], int]]
         self._filtered = {}
 
     def _view(self, view: str) -> list[tuple[Any, Resource, Scope]]:
@@ -120,11 +121,12 @@ class _Targets:
 
     def in_scope(self, check: Check, allowed: frozenset[Scope]) -> tuple[list[tuple[Any, Resource, Scope]], int]:
         """The check's targets whose scope is allowed (cached per views x scopes), and how many were skipped."""
-        key = (check.meta.targets, allowed)
+        where = check.meta.where
+        key = (check.meta.targets, allowed, where)
         hit = self._filtered.get(key)
         if hit is None:
             every = self.of(check)
-            kept = [t for t in every if t[2] in allowed]
+            kept = [t for t in every if t[2] in allowed and (where is None or where(t[0]))]
             hit = (kept, len(every) - len(kept))
             self._filtered[key] = hit
         return hit

@@ -37,6 +37,7 @@ __all__ = [
     "components",
     "documents_in",
     "parse_bool",
+    "runs_control_plane",
 ]
 
 APISERVER = "kube-apiserver"
@@ -188,6 +189,11 @@ def _flags(component: str, container: Container, start: int) -> ComponentFlags:
     where = "command" if command else "args"
     return ComponentFlags(component, container, {k: tuple(v) for k, v in values.items()}, paths,
                           f"{container.path}.{where}")
+
+
+def runs_control_plane(workload: Workload) -> bool:
+    """The engine's pre-filter for the control-plane checks: computed once per workload."""
+    return any(c.field != "ephemeralContainers" and _component_of(c) is not None for c in workload.containers)
 
 
 def components(workload: Workload, *wanted: str) -> Iterator[ComponentFlags]:

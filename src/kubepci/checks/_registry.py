@@ -62,6 +62,9 @@ class CheckMeta:
     cel: str | None = None
     description: str = ""
     admission: bool = True
+    #: optional cheap predicate on the target, evaluated once per target for every check sharing
+    #: it (e.g. "runs a control-plane component"), so 17 flag checks do not each visit every workload
+    where: Callable[[Any], bool] | None = None
 
     def problems(self) -> list[str]:
         """Metadata rules the meta-tests enforce (kept here so the CLI can lint user checks too)."""
@@ -124,6 +127,7 @@ def check(
     refs: Sequence[str] = (),
     cel: str | None = None,
     admission: bool = True,
+    where: Callable[[Any], bool] | None = None,
 ) -> Callable[[CheckFn], Check]:
     """Wrap a body into a Check. The body's docstring becomes the long description."""
 
@@ -132,7 +136,7 @@ def check(
             id=id, title=title, requirements=tuple(requirements), blog=tuple(blog), severity=severity,
             targets=tuple(targets), remediation=remediation, applies_to=applies_to,
             include_exempt=include_exempt, enforcement=enforcement, refs=tuple(refs), cel=cel,
-            description=" ".join((fn.__doc__ or "").split()), admission=admission,
+            description=" ".join((fn.__doc__ or "").split()), admission=admission, where=where,
         )
         return Check(meta, fn)
 

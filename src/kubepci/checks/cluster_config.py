@@ -30,6 +30,7 @@ from kubepci.checks._control_plane import (
     components,
     documents_in,
     parse_bool,
+    runs_control_plane,
 )
 from kubepci.checks._registry import Check, CheckContext, check
 from kubepci.checks._util import mapping
@@ -70,7 +71,7 @@ _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 def _control_plane(**kw: Any) -> Callable[[Callable[[Workload, CheckContext], Iterator[Violation]]], Check]:
     """Shared metadata: workloads (static pods live in exempt kube-system), never at admission."""
-    return check(targets=("workload",), include_exempt=True, admission=False, **kw)
+    return check(targets=("workload",), include_exempt=True, admission=False, where=runs_control_plane, **kw)
 
 
 def _missing(flags: ComponentFlags, name: str, why: str) -> Violation:
