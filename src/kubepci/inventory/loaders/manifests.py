@@ -58,14 +58,18 @@ _YAML11_SCALAR = re.compile(
     re.MULTILINE,
 )
 _MERGE_KEY = re.compile(r"<<[ \t]*:")
-_TAG = re.compile(r"(?:^|[\s\[{,])![!<\w]", re.MULTILINE)  # yaml-rs ignores unknown tags; libyaml rejects
+# Standard (!!) and verbatim (!<...>) tags: yaml-rs ignores unknown ones where libyaml rejects them
+# (!!python/..., !!binary). Local tags (!foo) are left to yaml-rs, which reads them as go-yaml does:
+# the tag is dropped. Matching a bare "!" would send every CRD with a CEL rule ("!has(self.x)") to
+# the slow path.
+_TAG = re.compile(r"!(?:!|<)")
 
 
 def needs_yaml11(chunk: str) -> bool:
     """True when libyaml must read this document so that it means what kubectl makes of it."""
     if "<<" in chunk and _MERGE_KEY.search(chunk):
         return True
-    if "!" in chunk and _TAG.search(chunk):
+    if "!" in chunk and _TAG.search(chunk):  # "!!"/"!<" anywhere: rare outside tags, so no context
         return True
     return _YAML11_SCALAR.search(chunk) is not None
 
