@@ -60,9 +60,9 @@ _TRUE = frozenset({"1", "t", "true"})
 _FALSE = frozenset({"0", "f", "false"})
 
 try:
-    _Loader: Any = yaml.CSafeLoader
+    _SafeLoader: Any = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - every locked wheel has libyaml
-    _Loader = yaml.SafeLoader
+    _SafeLoader = yaml.SafeLoader
 
 
 def parse_bool(value: str | None) -> bool | None:
@@ -234,7 +234,7 @@ def _embedded(resource: Resource, kind: str, api_group: str) -> Iterator[ConfigD
         if not isinstance(text, str) or api_group not in text or kind not in text:
             continue
         try:
-            doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - the C safe loader
+            doc = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - the C safe loader
         except yaml.YAMLError:
             continue
         if isinstance(doc, Mapping) and doc.get("kind") == kind and str(doc.get("apiVersion", "")).startswith(

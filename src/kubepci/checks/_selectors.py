@@ -383,19 +383,19 @@ class CalicoSelector:
 
     def evaluate(self, labels: Mapping[str, Any], known: KnownFn, *, is_global: bool = False) -> bool | None:
         """Three-valued evaluation; ``is_global`` answers ``global()`` (non-namespaced subject)."""
-        return self._eval(self.root, labels, known, is_global)
+        return self._evaluate(self.root, labels, known, is_global)
 
-    def _eval(self, node: _Node, labels: Mapping[str, Any], known: KnownFn, is_global: bool) -> bool | None:
+    def _evaluate(self, node: _Node, labels: Mapping[str, Any], known: KnownFn, is_global: bool) -> bool | None:
         kind = node.kind
         if kind == "all":
             return True
         if kind == "global":
             return is_global
         if kind == "not":
-            inner = self._eval(node.children[0], labels, known, is_global)
+            inner = self._evaluate(node.children[0], labels, known, is_global)
             return None if inner is None else not inner
         if kind in ("and", "or"):
-            return _all((self._eval(c, labels, known, is_global) for c in node.children), kind == "or")
+            return _all((self._evaluate(c, labels, known, is_global) for c in node.children), kind == "or")
         if not known(node.key):
             return None
         value = _label(labels, node.key)

@@ -8,7 +8,14 @@ from typing import Any, ClassVar
 
 from kubepci.auditlog.envelope import NewEntry
 from kubepci.auditlog.merkle import nodes_completed_by_append
-from kubepci.auditlog.store import EntryNotFoundError, SearchQuery, StoredEntry, StoreError
+from kubepci.auditlog.store import (
+    CheckpointRecord,
+    EntryNotFoundError,
+    SearchHit,
+    SearchQuery,
+    StoredEntry,
+    StoreError,
+)
 
 __all__ = [
     "ENTRY_COLUMNS",
@@ -214,3 +221,20 @@ class SqlReads(ABC):
     def find_by_dedupe(self, key: str) -> int | None:
         row = self._one(self._q("SELECT seq FROM entries WHERE dedupe_key = ?"), (key,))
         return None if row is None else int(row[0])
+
+    def checkpoints(self) -> list[CheckpointRecord]:
+        rows = self._all("SELECT ordinal, size, root, note, created_at FROM checkpoints ORDER BY ordinal")
+        return [CheckpointRecord(int(o), int(s), bytes(r), str(n), str(c)) for o, s, r, n, c in rows]
+
+    def latest_checkpoint(self) -> CheckpointRecord | None:
+        row = self._one("SELECT ordinal, size, root, note, created_at FROM checkpoints ORDER BY ordinal DESC LIMIT 1")
+        if row is None:
+            return None
+        ordinal, size, root, note, created_at = row
+        return CheckpointRecord(int(ordinal), int(size), bytes(root), str(note), str(created_at))
+
+    def search(self, query: SearchQuery) -> list[SearchHit]:
+        where, params = search_where(query, self.PLACEHOLDER)
+        sql = self._q(f"SELECT seq, envelope FROM entries WHERE {where} ORDER BY seq LIMIT ?")  # noqa: S608 -- fixed column names only
+        rows = self._all(sql, [*params, query.limit])
+        return [SearchHit(int(seq), bytes(env)) for seq, env in rows]

@@ -23,9 +23,6 @@ from urllib.parse import unquote, urlsplit
 
 from kubepci.auditlog.envelope import NewEntry
 from kubepci.auditlog.store import (
-    CheckpointRecord,
-    SearchHit,
-    SearchQuery,
     StoreError,
 )
 from kubepci.auditlog.store._common import (
@@ -38,7 +35,6 @@ from kubepci.auditlog.store._common import (
     entry_row,
     frontier_positions,
     plan_nodes,
-    search_where,
 )
 from kubepci.errors import UsageError
 
@@ -333,25 +329,6 @@ class SqliteStore(SqlReads):
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite trail checkpoint failed: {exc}") from None
-
-    def checkpoints(self) -> list[CheckpointRecord]:
-        rows = self._all("SELECT ordinal, size, root, note, created_at FROM checkpoints ORDER BY ordinal")
-        return [CheckpointRecord(int(o), int(s), bytes(r), str(n), str(c)) for o, s, r, n, c in rows]
-
-    def latest_checkpoint(self) -> CheckpointRecord | None:
-        row = self._one(
-            "SELECT ordinal, size, root, note, created_at FROM checkpoints ORDER BY ordinal DESC LIMIT 1"
-        )
-        if row is None:
-            return None
-        ordinal, size, root, note, created_at = row
-        return CheckpointRecord(int(ordinal), int(size), bytes(root), str(note), str(created_at))
-
-    def search(self, query: SearchQuery) -> list[SearchHit]:
-        where, params = search_where(query, "?")
-        sql = f"SELECT seq, envelope FROM entries WHERE {where} ORDER BY seq LIMIT ?"  # noqa: S608 -- fixed column names only
-        rows = self._all(sql, [*params, query.limit])
-        return [SearchHit(int(seq), bytes(env)) for seq, env in rows]
 
     def prune_payloads(self, older_than: str) -> int:
         try:
