@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from kubepci.inventory.loaders.manifests import load_paths, parse_text
 
 MULTI = """\
@@ -110,3 +113,27 @@ def test_component_config_files_are_named_after_their_file_and_cluster_wide(tmp_
     assert not result.unreadable
     inventory = Inventory.build(result.resources)
     assert [str(r.ref) for r in inventory.resources] == ["Policy/audit-policy.yaml"]
+
+
+def _split_by_regex(text: str) -> list[tuple[int, str]]:
+    """The straightforward splitter the fast one must equal."""
+    from kubepci.inventory.loaders.manifests import _DOC_SPLIT
+
+    out, start, line = [], 0, 1
+    for m in _DOC_SPLIT.finditer(text):
+        chunk = text[start:m.start()]
+        out.append((line, chunk))
+        line += chunk.count("\n") + 1
+        start = m.end() + 1
+    if start <= len(text):
+        out.append((line, text[start:]))
+    return out
+
+
+@given(st.lists(st.sampled_from(["a: 1", "---", "--- # c", "----", "...", "b: ---", " ---", "", "k: '--- x'"]),
+                max_size=10), st.sampled_from(["", "\n"]))
+def test_fast_document_split_equals_the_regex_split(lines: list[str], tail: str) -> None:
+    from kubepci.inventory.loaders.manifests import _split_documents
+
+    text = "\n".join(lines) + tail
+    assert list(_split_documents(text)) == _split_by_regex(text)

@@ -81,21 +81,43 @@ class LoadResult:
     inputs: tuple[tuple[str, str], ...] = ()  # (source name, sha256 of bytes)
 
 
+def _separator_spans(text: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each document-separator line. ``str.find`` jumps between "---" candidates;
+    a regex anchored at every line start walked all 47 MB of a 100k-object scan (0.3 s)."""
+    if text.startswith("...") or "\n..." in text:  # document-end markers are rare: take the general path
+        for m in _DOC_SPLIT.finditer(text):
+            yield m.start(), m.end()
+        return
+    pos = 0 if text.startswith("---") else text.find("\n---") + 1
+    while pos > 0 or (pos == 0 and text.startswith("---")):
+        end = text.find("\n", pos)
+        if end < 0:
+            end = len(text)
+        if _DOC_SPLIT.fullmatch(text, pos, end):
+            yield pos, end
+        nxt = text.find("\n---", end)
+        if nxt < 0:
+            return
+        pos = nxt + 1
+
+
 def _split_documents(text: str) -> Iterator[tuple[int, str]]:
     """Yield (1-based first line, document text) for each YAML document."""
     start = 0
     line = 1
-    for m in _DOC_SPLIT.finditer(text):
-        chunk = text[start : m.start()]
+    for sep_start, sep_end in _separator_spans(text):
+        chunk = text[start:sep_start]
         yield line, chunk
-        line += chunk.count("\n") + text.count("\n", m.start(), m.end()) + 1
-        start = m.end() + 1
+        line += chunk.count("\n") + 1
+        start = sep_end + 1
     if start <= len(text):
         yield line, text[start:]
 
 
 def _first_content_line(first: int, chunk: str) -> int:
     """Line of the first non-blank, non-comment line, so findings point at the object."""
+    if chunk[:1].isalpha():  # the usual case (a document starting "apiVersion:"): no split needed
+        return first
     for offset, raw in enumerate(chunk.split("\n", 64)[:64]):
         stripped = raw.strip()
         if stripped and not stripped.startswith("#"):
