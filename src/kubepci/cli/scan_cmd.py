@@ -125,7 +125,6 @@ def _run_scan(args: ScanArgs) -> int:
                             fail_on=fail_on, progress=lambda done, _total: bar.update(task, completed=done))
     else:
         report = assess(inventory, config, catalog, load_tree(), now=args.now, waivers=waivers, fail_on=fail_on)
-    del inventory, loaded  # the report holds what the reporters need; free the objects before rendering
     if args.report_dir is not None:
         args.report_dir.mkdir(parents=True, exist_ok=True)
         for name in sorted(FORMATS):
