@@ -389,16 +389,17 @@ def tls_secret_certificate(secret: Resource, ctx: CheckContext) -> Iterator[Viol
     A Secret without a certificate yet (cert-manager fills it later) has nothing to judge."""
     if secret.body.get("type") != "kubernetes.io/tls":
         return
-    # imported here: cryptography's x509 costs ~50 ms at start-up and most scans hold no TLS Secret
+    path = key_path("data", "tls.crt")
+    pem = _pem_bytes(secret)
+    if pem == b"":
+        return
+    # imported here: cryptography's x509 costs ~50 ms at start-up, and charts ship TLS Secrets
+    # whose certificate is still empty (filled in at install time) far more often than real ones
     from cryptography import x509
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
-    path = key_path("data", "tls.crt")
-    pem = _pem_bytes(secret)
-    if pem == b"":
-        return
     try:
         if pem is None:
             raise ValueError("not base64")
