@@ -14,6 +14,7 @@ of it. Both loaders only construct plain data; no tag can instantiate an object.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -33,6 +34,7 @@ __all__ = [
     "iter_manifest_files",
     "load_paths",
     "parse_text",
+    "read_file",
     "resources_from_object",
 ]
 
@@ -236,10 +238,25 @@ def iter_manifest_files(root: Path) -> Iterator[Path]:
             yield path
 
 
+def read_file(path: Path) -> tuple[list[Resource], list[Unreadable], tuple[str, str] | None]:
+    """Read and parse one manifest file: (resources, problems, (name, sha256 of its bytes) or None
+    when it could not be read at all)."""
+    name = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return [], [Unreadable(SourceLocation(name), f"cannot read: {exc.strerror}")], None
+    digest = (name, hashlib.sha256(data).hexdigest())
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return [], [Unreadable(SourceLocation(name), f"not UTF-8 text (byte {exc.start})")], digest
+    resources, problems = parse_text(text, name)
+    return resources, problems, digest
+
+
 def load_paths(paths: Iterable[str], stdin_text: str | None = None) -> LoadResult:
     """Load every manifest under ``paths`` (``-`` means stdin, whose text the caller passes)."""
-    import hashlib
-
     resources: list[Resource] = []
     problems: list[Unreadable] = []
     inputs: list[tuple[str, str]] = []
@@ -256,19 +273,9 @@ def load_paths(paths: Iterable[str], stdin_text: str | None = None) -> LoadResul
             problems.append(Unreadable(SourceLocation(raw), "no such file or directory"))
             continue
         for path in iter_manifest_files(root):
-            name = str(path)
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                problems.append(Unreadable(SourceLocation(name), f"cannot read: {exc.strerror}"))
-                continue
-            inputs.append((name, hashlib.sha256(data).hexdigest()))
-            try:
-                text = data.decode("utf-8-sig")
-            except UnicodeDecodeError as exc:
-                problems.append(Unreadable(SourceLocation(name), f"not UTF-8 text (byte {exc.start})"))
-                continue
-            res, prob = parse_text(text, name)
+            res, prob, digest = read_file(path)
             resources.extend(res)
             problems.extend(prob)
+            if digest is not None:
+                inputs.append(digest)
     return LoadResult(tuple(resources), tuple(problems), tuple(inputs))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubepci.inventory.loaders import helm, kustomize
-from kubepci.inventory.loaders.manifests import MANIFEST_SUFFIXES, LoadResult, parse_text
+from kubepci.inventory.loaders.manifests import MANIFEST_SUFFIXES, LoadResult, parse_text, read_file
 from kubepci.model import Resource, SourceLocation, Unreadable
 
 __all__ = ["SourceOptions", "load_sources"]
@@ -38,19 +38,10 @@ class _Collector:
         self.unreadable.extend(prob)
 
     def file(self, path: Path) -> None:
-        name = str(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            self.unreadable.append(Unreadable(SourceLocation(name), f"cannot read: {exc.strerror}"))
-            return
-        self.inputs.append((name, hashlib.sha256(data).hexdigest()))
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            self.unreadable.append(Unreadable(SourceLocation(name), f"not UTF-8 text (byte {exc.start})"))
-            return
-        self.add(*parse_text(text, name))
+        resources, problems, digest = read_file(path)
+        if digest is not None:
+            self.inputs.append(digest)
+        self.add(resources, problems)
 
 
 def _walk(directory: Path, opts: SourceOptions, out: _Collector) -> None:
