@@ -107,18 +107,24 @@ class Client:
             sent.setdefault("Content-Type", content_type)
         if self.token is not None:
             sent.setdefault("Authorization", f"Bearer {self.token}")
+        response: http.client.HTTPResponse | None = None
         try:
             conn.request(method, path, body=body, headers=sent)
             response = conn.getresponse()
             raw = response.read()
             answer_headers = {k.lower(): v for k, v in response.getheaders()}
+            status = response.status
         finally:
+            # A server killed mid-body leaves the response holding the socket (``Connection: close`` hands it
+            # over); closing only the connection would leave the socket for the garbage collector to warn about.
+            if response is not None:
+                response.close()
             conn.close()
         try:
             parsed: Any = json.loads(raw) if raw else None
         except ValueError:
             parsed = raw.decode("utf-8", "replace")
-        return Answer(response.status, parsed, answer_headers)
+        return Answer(status, parsed, answer_headers)
 
     def post(self, path: str, body: bytes, **kwargs: Any) -> Answer:
         return self.request("POST", path, body, **kwargs)
