@@ -8,6 +8,7 @@ with what the catalog's checks cite. The research is the oracle, not a copy of o
 from __future__ import annotations
 
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ import pytest
 import yaml
 
 from kubepci.errors import KubepciError
+from kubepci.inventory.loaders.manifests import load_document
 from kubepci.requirements import (
     BLOG_IDS,
+    PACKAGED_FILE,
     STATUSES,
     CoverageRow,
     RequirementTree,
@@ -513,3 +516,9 @@ def test_consistency_errors(tmp_path: Path) -> None:
 def test_consistency_clean_when_catalog_matches(tmp_path: Path) -> None:
     toy = _toy_tree(tmp_path)
     assert consistency_errors(toy, {"c1": ["1.2.9", "1.4"], "c2": ["1.3"]}) == []
+
+
+def test_packaged_tree_means_the_same_to_both_parsers() -> None:
+    """The tree is read with the fast YAML 1.2 parser on every scan; libyaml (YAML 1.1) must agree."""
+    text = resources.files("kubepci.requirements").joinpath(PACKAGED_FILE).read_text(encoding="utf-8")
+    assert load_document(text) == yaml.load(text, Loader=yaml.CSafeLoader)  # noqa: S506 - the safe loader

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from kubepci.errors import KubepciError
+from kubepci.inventory.loaders.manifests import StrictYAMLError, load_document
 
 __all__ = [
     "BLOG_IDS",
@@ -185,8 +186,8 @@ def _load_packaged() -> RequirementTree:
 
 def _parse(text: str, source: str) -> RequirementTree:
     try:
-        data = yaml.load(text, Loader=yaml.CSafeLoader)
-    except yaml.YAMLError as exc:
+        data = load_document(text)  # the fast parser: this file is read on every scan
+    except (yaml.YAMLError, StrictYAMLError) as exc:
         raise RequirementTreeError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise RequirementTreeError(f"{source}: top level must be a mapping")

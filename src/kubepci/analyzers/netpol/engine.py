@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kubepci.analyzers.netpol.bind import Binding, Signature, member_class_key, resolve_named
+from kubepci.analyzers.netpol.bind import Binding, Signature, member_class_key, resolve_named, selector_vocabulary
 from kubepci.analyzers.netpol.compile import CompiledPolicies, compile_policies
 from kubepci.analyzers.netpol.endpoints import (
     EndpointClass,
@@ -330,14 +330,15 @@ def compile_inventory(inventory: Inventory, config: Config | None = None,
         for rule in (*pol.ingress, *pol.egress):
             sets.extend(p.ipset for p in rule.peers if p.ipset is not None)
     atoms = IPAtoms(sets)
-    keys = [member_class_key(m, atoms, options.ipblock_matches_pod_ips) for m in members]
+    vocab = selector_vocabulary(compiled)
+    keys = [member_class_key(m, atoms, options.ipblock_matches_pod_ips, vocab) for m in members]
     ordered = sorted(set(keys))
     index = {k: i for i, k in enumerate(ordered)}
     by_key = {k: m for k, m in zip(keys, members, strict=True)}
     classes = []
     for i, k in enumerate(ordered):
         m = by_key[k]
-        classes.append(EndpointClass(i, m.namespace, dict(m.labels), m.named_ports, m.host_network, k[4]))
+        classes.append(EndpointClass(i, m.namespace, dict(k[1]), m.named_ports, m.host_network, k[4]))
     namespaces = sorted(set(inventory.namespaces) | {c.namespace for c in classes})
     ns_labels = {ns: namespace_labels(inventory, ns) for ns in namespaces}
     binding = Binding.build(classes, ns_labels, atoms, assign_zones(atoms, zones), compiled,

@@ -31,7 +31,9 @@ __all__ = [
     "CONFIG_API_GROUPS",
     "MANIFEST_SUFFIXES",
     "LoadResult",
+    "StrictYAMLError",
     "iter_manifest_files",
+    "load_document",
     "load_paths",
     "parse_text",
     "read_file",
@@ -137,11 +139,13 @@ def _describe_yaml_error(exc: yaml.YAMLError, first_line: int) -> tuple[int, str
     return first_line, reason
 
 
-class _StrictYAMLError(Exception):
+class StrictYAMLError(Exception):
     """yaml-rs rejected a document libyaml accepts (e.g. a duplicate key): kubectl rejects it too."""
 
 
-def _load_document(chunk: str) -> Any:
+def load_document(chunk: str) -> Any:
+    """One YAML document as kubectl reads it (YAML 1.1 where it matters), parsed by the fast parser
+    when the meaning is the same. Raises ``yaml.YAMLError`` or ``StrictYAMLError``."""
     if needs_yaml11(chunk):
         return yaml.load(chunk, Loader=_SafeLoader)  # noqa: S506 - CSafeLoader is the safe loader
     try:
@@ -150,7 +154,7 @@ def _load_document(chunk: str) -> Any:
         # re-parse with libyaml for a precise line; if libyaml accepts it, keep yaml-rs's verdict
         yaml.load(chunk, Loader=_SafeLoader)  # noqa: S506 - CSafeLoader is the safe loader
         first = str(exc).splitlines()[0] if str(exc) else "rejected"
-        raise _StrictYAMLError(f"invalid YAML: {first}") from None
+        raise StrictYAMLError(f"invalid YAML: {first}") from None
 
 
 def resources_from_object(
@@ -211,12 +215,12 @@ def parse_text(text: str, source: str) -> tuple[list[Resource], list[Unreadable]
         if not chunk.strip():
             continue
         try:
-            obj = _load_document(chunk)
+            obj = load_document(chunk)
         except yaml.YAMLError as exc:
             line, reason = _describe_yaml_error(exc, first_line)
             problems.append(Unreadable(SourceLocation(source, line), reason))
             continue
-        except _StrictYAMLError as exc:
+        except StrictYAMLError as exc:
             problems.append(Unreadable(SourceLocation(source, _first_content_line(first_line, chunk)), str(exc)))
             continue
         location = SourceLocation(source, _first_content_line(first_line, chunk))
