@@ -521,4 +521,4 @@ def test_consistency_clean_when_catalog_matches(tmp_path: Path) -> None:
 def test_packaged_tree_means_the_same_to_both_parsers() -> None:
     """The tree is read with the fast YAML 1.2 parser on every scan; libyaml (YAML 1.1) must agree."""
     text = resources.files("kubepci.requirements").joinpath(PACKAGED_FILE).read_text(encoding="utf-8")
-    assert load_document(text) == yaml.load(text, Loader=yaml.CSafeLoader)  # noqa: S506 - the safe loader
+    assert load_document(text) == yaml.load(text, Loader=yaml.CSafeLoader)

@@ -55,7 +55,8 @@ _DOC_SPLIT = re.compile(r"^(?:---|\.\.\.)[ \t]*(?:#.*)?$", re.MULTILINE)
 # patterns, each with a literal or charset prefix the regex engine can skip to: one combined
 # alternation (tags start at any line) scanned 3-6x slower.
 _YAML11_SCALAR = re.compile(
-    r"[:?,\[{-][ \t]*(?<=[ \t,\[{])(?=[yYnNoO0-9+<-])"  # block indicators need a space after them
+    r"[:?,\[{-]\s*(?<=[\s,\[{])(?=[yYnNoO0-9+<-])"  # block indicators need a space after them; the
+    # value may start on the next line ("key:" then "  on", or a flow entry after a line-ending comma)
     r"(?:[yYnN]|[yY]es|YES|[nN]o|NO|[oO]n|ON|[oO]ff|OFF|[-+]?0[0-7_]+|[-+]?0[bB][01_]+"
     r"|[-+]?\d[\d_]*(?::[0-5]?\d)+(?:\.\d*)?|[-+]?\d+_[\d_]*|[-+]?\d+(?:\.\d*)?[eE][-+]?\d+)"
     r"(?=[ \t]*(?:#[^\n]*)?$|[ \t]*[,}\]])",
@@ -69,13 +70,59 @@ _MERGE_KEY = re.compile(r"<<[ \t]*:")
 _TAG = re.compile(r"!(?:!|<)")
 
 
+_FLOW_OPENER = re.compile(r"[\[{]")
+
+
+def _unclosed(segment: str) -> bool:
+    return segment.count("[") + segment.count("{") > segment.count("]") + segment.count("}")
+
+
+def _spans_lines(chunk: str) -> bool:
+    """Does a flow collection opened in value position continue past its first line? An opener alone
+    at the start of a line counts only when the line before introduces a value (ends in ``:``, ``-``
+    or ``?``) or there is none: otherwise it is text inside a multi-line scalar (a CRD description
+    quoting ``{key,value}``)."""
+    for m in _FLOW_OPENER.finditer(chunk):
+        pos = m.start()
+        end = chunk.find("\n", pos)
+        if not _unclosed(chunk[pos : end if end >= 0 else len(chunk)]):
+            continue
+        line_start = chunk.rfind("\n", 0, pos) + 1
+        before = chunk[line_start:pos].rstrip(" \t")
+        if before[-1:] not in ("", ":", "-", "?") and before.rsplit(" ", 1)[-1][:1] in ("&", "!"):
+            before = before.rsplit(" ", 1)[0].rstrip(" \t") if " " in before else ""  # an anchor or tag
+        if before:
+            if before.endswith((":", "-", "?")) and len(before) < pos - line_start:
+                return True
+            continue
+        previous = chunk[:line_start].rstrip()
+        last = previous[previous.rfind("\n") + 1 :].split(" #")[0].rstrip()
+        if " " in last and last.rsplit(" ", 1)[1][:1] in ("&", "!"):  # "key: &anchor" then the value
+            last = last.rsplit(" ", 1)[0].rstrip()
+        if not last or last.endswith((":", "-", "?")):
+            return True
+    return False
+
+
 def needs_yaml11(chunk: str) -> bool:
     """True when libyaml must read this document so that it means what kubectl makes of it."""
     if "<<" in chunk and _MERGE_KEY.search(chunk):
         return True
     if "!" in chunk and _TAG.search(chunk):  # "!!"/"!<" anywhere: rare outside tags, so no context
         return True
-    return _YAML11_SCALAR.search(chunk) is not None
+    spans: bool | None = None
+    for m in _YAML11_SCALAR.finditer(chunk):
+        if chunk[m.start()] != ",":
+            return True
+        # ", on" is a flow entry only inside a flow collection: one opened earlier on the comma's line,
+        # or one spanning lines. Elsewhere it is prose in a plain scalar (a CRD's "linked below), on").
+        if _unclosed(chunk[chunk.rfind("\n", 0, m.start()) + 1 : m.start()]):
+            return True
+        if spans is None:
+            spans = _spans_lines(chunk)
+        if spans:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
