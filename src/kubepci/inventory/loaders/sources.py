@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubepci.inventory.loaders import helm, kustomize
-from kubepci.inventory.loaders.manifests import MANIFEST_SUFFIXES, LoadResult, parse_text, read_file
+from kubepci.inventory.loaders.manifests import MANIFEST_SUFFIXES, LoadResult, parse_text
+from kubepci.inventory.loaders.parallel import read_files
 from kubepci.model import Resource, SourceLocation, Unreadable
 
 __all__ = ["SourceOptions", "load_sources"]
@@ -28,35 +29,55 @@ class SourceOptions:
 
 
 class _Collector:
+    """Results in walk order. Plain files are only noted during the walk and read together at the
+    end (:func:`read_files` may use a second core); charts and kustomizations render in place."""
+
     def __init__(self) -> None:
-        self.resources: list[Resource] = []
-        self.unreadable: list[Unreadable] = []
-        self.inputs: list[tuple[str, str]] = []
+        self._parts: list[tuple[list[Resource], list[Unreadable], list[tuple[str, str]]] | Path] = []
+
+    def input(self, name: str, digest: str) -> None:
+        self._parts.append(([], [], [(name, digest)]))
+
+    def problem(self, problem: Unreadable) -> None:
+        self._parts.append(([], [problem], []))
 
     def add(self, res: Sequence[Resource], prob: Sequence[Unreadable]) -> None:
-        self.resources.extend(res)
-        self.unreadable.extend(prob)
+        self._parts.append((list(res), list(prob), []))
 
     def file(self, path: Path) -> None:
-        resources, problems, digest = read_file(path)
-        if digest is not None:
-            self.inputs.append(digest)
-        self.add(resources, problems)
+        self._parts.append(path)
+
+    def result(self) -> LoadResult:
+        files = [p for p in self._parts if isinstance(p, Path)]
+        read = iter(read_files(files))
+        resources: list[Resource] = []
+        unreadable: list[Unreadable] = []
+        inputs: list[tuple[str, str]] = []
+        for part in self._parts:
+            if isinstance(part, Path):
+                res, prob, digest = next(read)
+                inputs.extend([digest] if digest is not None else [])
+            else:
+                res, prob, digests = part
+                inputs.extend(digests)
+            resources.extend(res)
+            unreadable.extend(prob)
+        return LoadResult(tuple(resources), tuple(unreadable), tuple(inputs))
 
 
 def _walk(directory: Path, opts: SourceOptions, out: _Collector) -> None:
     if helm.is_helm_chart(directory):
-        out.inputs.append((f"{directory} (helm chart)", _tree_digest(directory)))
+        out.input(f"{directory} (helm chart)", _tree_digest(directory))
         out.add(*helm.render_chart(directory, opts.values_files, opts.set_values))
         return
     if opts.render_kustomize and kustomize.is_kustomization(directory):
-        out.inputs.append((f"{directory} (kustomize)", _tree_digest(directory)))
+        out.input(f"{directory} (kustomize)", _tree_digest(directory))
         out.add(*kustomize.render_kustomization(directory))
         return
     try:
         entries = sorted(directory.iterdir())
     except OSError as exc:
-        out.unreadable.append(Unreadable(SourceLocation(str(directory)), f"cannot list: {exc.strerror}"))
+        out.problem(Unreadable(SourceLocation(str(directory)), f"cannot list: {exc.strerror}"))
         return
     for entry in entries:
         if entry.name.startswith(".") or entry.resolve() in opts.exclude:
@@ -83,14 +104,14 @@ def load_sources(paths: Sequence[str], opts: SourceOptions | None = None, stdin_
     for raw in paths:
         if raw == "-":
             text = stdin_text or ""
-            out.inputs.append(("-", hashlib.sha256(text.encode()).hexdigest()))
+            out.input("-", hashlib.sha256(text.encode()).hexdigest())
             out.add(*parse_text(text, "-"))
             continue
         path = Path(raw)
         if not path.exists():
-            out.unreadable.append(Unreadable(SourceLocation(raw), "no such file or directory"))
+            out.problem(Unreadable(SourceLocation(raw), "no such file or directory"))
         elif path.is_dir():
             _walk(path, opts, out)
         else:
             out.file(path)
-    return LoadResult(tuple(out.resources), tuple(out.unreadable), tuple(out.inputs))
+    return out.result()
