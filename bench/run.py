@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,16 +32,19 @@ class Timing:
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> Timing:
-    """Run a command; wall time and the peak RSS of that child (not of this process)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run a command; wall time and the peak RSS of that child alone (``wait4``: not the maximum over
+    every child this runner ever had, which RUSAGE_CHILDREN would give)."""
     start = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode not in (0, 1):
-        sys.stderr.write(proc.stderr.decode(errors="replace")[-2000:])
+        sys.stderr.write(err.decode(errors="replace")[-2000:])
         raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}")
-    return Timing(elapsed, max(after, before) / 1024, proc.returncode)
+    return Timing(elapsed, usage.ru_maxrss / 1024, proc.returncode)
 
 
 def best(cmd: list[str], repeat: int, env: dict[str, str] | None = None) -> Timing:
