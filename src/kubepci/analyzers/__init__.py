@@ -47,4 +47,9 @@ def standard_analyzers(inventory: Inventory, config: Config) -> LazyAnalyzers:
 
         return compile_inventory(inventory, config)
 
-    return LazyAnalyzers({"netpol": netpol})
+    def netpol_isolation() -> Any:
+        from kubepci.checks._netpol import isolation_index
+
+        return isolation_index(inventory)
+
+    return LazyAnalyzers({"netpol": netpol, "netpol_isolation": netpol_isolation})

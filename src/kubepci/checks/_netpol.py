@@ -10,9 +10,10 @@ labels are not, so selectors are evaluated three-valued (see ``_selectors``).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from kubepci.checks._selectors import CalicoSelector, LabelSelector, SelectorError, namespace_labels
+from kubepci.checks._selectors import CalicoSelector, LabelSelector, Requirement, SelectorError, namespace_labels
 from kubepci.checks._util import mapping
 from kubepci.inventory import WORKLOAD_KINDS, Inventory, NamespaceInfo, Workload, workload_of
 from kubepci.model import Resource
@@ -56,6 +57,50 @@ def policy_types(spec: Mapping[str, Any]) -> frozenset[str]:
         return frozenset(t for t in raw if t in ("Ingress", "Egress"))
     egress = spec.get("egress")
     return _BOTH if isinstance(egress, list) and egress else _INGRESS_ONLY
+
+
+@dataclass(frozen=True, slots=True)
+class IsolatingPolicy:
+    """A NetworkPolicy's pod selector, parsed once, and the directions it isolates."""
+
+    equal: tuple[tuple[str, str], ...]  # matchLabels (and one-value In): checked first, they decide most pods
+    other: tuple[Requirement, ...]
+    ingress: bool
+    egress: bool
+
+    def selects(self, labels: Mapping[str, Any]) -> bool:
+        for key, value in self.equal:
+            if labels.get(key) != value:
+                return False
+        for requirement in self.other:
+            if not requirement.matches(labels):
+                return False
+        return True
+
+
+#: Per namespace, every valid NetworkPolicy as an :class:`IsolatingPolicy`
+IsolationIndex = Mapping[str, tuple[IsolatingPolicy, ...]]
+
+
+def isolation_index(inventory: Inventory) -> IsolationIndex:
+    """Every NetworkPolicy's selector parsed once: a per-workload check otherwise re-parses each policy
+    of the namespace for each workload (bitnami: 140 policies in one namespace, 40k parses). A policy
+    whose pod selector the API server would reject selects nothing and is left out."""
+    out: dict[str, list[IsolatingPolicy]] = {}
+    for pol in inventory.of_kind("NetworkPolicy"):
+        if not is_k8s_network_policy(pol):
+            continue
+        spec = spec_of(pol)
+        try:
+            selector = LabelSelector.parse(spec.get("podSelector"))
+        except SelectorError:
+            continue
+        types = policy_types(spec)
+        reqs = selector.requirements
+        equal = tuple((r.key, r.values[0]) for r in reqs if r.operator == "In" and len(r.values) == 1)
+        other = tuple(r for r in reqs if not (r.operator == "In" and len(r.values) == 1))
+        out.setdefault(pol.namespace, []).append(IsolatingPolicy(equal, other, "Ingress" in types, "Egress" in types))
+    return {ns: tuple(entries) for ns, entries in out.items()}
 
 
 def pod_labels_path(wl: Workload) -> str:

@@ -15,10 +15,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from kubepci.checks._netpol import (
-    K8S_GROUPS,
     effective_rules,
     has_workload,
     is_k8s_network_policy,
+    isolation_index,
     k8s_policies,
     other_policy,
     peers,
@@ -80,18 +80,15 @@ def workload_covered(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     direction (deny-all policies count: isolation, not rules, is what this asks)."""
     ingress = egress = False
     labels = wl.pod_labels
-    for pol in ctx.inventory.in_namespace(wl.namespace, "NetworkPolicy"):  # hot loop: kept inline
-        if not pol.ref.api_version.startswith(K8S_GROUPS):
-            continue
-        spec = pol.body.get("spec")
-        spec = spec if type(spec) is dict else mapping(spec)
-        if not selects(spec.get("podSelector"), labels):
-            continue
-        types = policy_types(spec)
-        ingress = ingress or "Ingress" in types
-        egress = egress or "Egress" in types
-        if ingress and egress:
-            return
+    index = ctx.analyzers.get("netpol_isolation") if "netpol_isolation" in ctx.analyzers else None
+    if index is None:
+        index = isolation_index(ctx.inventory)
+    for pol in index.get(wl.namespace, ()):
+        if ((pol.ingress and not ingress) or (pol.egress and not egress)) and pol.selects(labels):
+            ingress = ingress or pol.ingress
+            egress = egress or pol.egress
+            if ingress and egress:
+                return
     path = pod_labels_path(wl)
     for covered, direction in ((ingress, "Ingress"), (egress, "Egress")):
         if not covered:
