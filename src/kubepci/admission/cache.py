@@ -2,11 +2,13 @@
 
 An AdmissionReview carries one object; several checks also need its namespace (scope and
 security level come from namespace labels), the namespace's NetworkPolicies and ServiceAccounts,
-the Nodes and the RuntimeClasses. Asking the apiserver for them on every review would put an API
-round trip on the hot path and make the webhook fail whenever the API is slow, so a
-:class:`SnapshotCache` keeps them with the standard list+watch protocol: list with a
-resourceVersion, watch from it, relist on 410 Gone. Readers get an immutable :class:`Snapshot`
-(copy-on-write, swapped atomically), so a decision never sees half an update.
+the Nodes and the RuntimeClasses, and for a (Cluster)RoleBinding the Roles and ClusterRoles it
+may refer to (a binding to a custom role granting everything is cluster-admin by another name).
+Asking the apiserver for them on every review would put an API round trip on the hot path and
+make the webhook fail whenever the API is slow, so a :class:`SnapshotCache` keeps them with the
+standard list+watch protocol: list with a resourceVersion, watch from it, relist on 410 Gone.
+Readers get an immutable :class:`Snapshot` (copy-on-write, swapped atomically), so a decision
+never sees half an update.
 
 Memory is bounded: only the fields checks read are kept (status, managedFields and the
 last-applied annotation are dropped; a node is a few hundred bytes instead of tens of kilobytes)
@@ -41,10 +43,11 @@ __all__ = [
 
 _log = logging.getLogger("kubepci.admission.cache")
 
-CACHED_KINDS = ("Namespace", "NetworkPolicy", "Node", "ServiceAccount", "RuntimeClass")
-_NAMESPACED = frozenset({"NetworkPolicy", "ServiceAccount"})
+CACHED_KINDS = ("Namespace", "NetworkPolicy", "Node", "ServiceAccount", "RuntimeClass", "Role", "ClusterRole")
+_NAMESPACED = frozenset({"NetworkPolicy", "ServiceAccount", "Role"})
+_RBAC = "rbac.authorization.k8s.io/v1"
 _API_VERSIONS = {"Namespace": "v1", "NetworkPolicy": "networking.k8s.io/v1", "Node": "v1",
-                 "ServiceAccount": "v1", "RuntimeClass": "node.k8s.io/v1"}
+                 "ServiceAccount": "v1", "RuntimeClass": "node.k8s.io/v1", "Role": _RBAC, "ClusterRole": _RBAC}
 #: top-level fields kept per kind besides metadata: what the checks read, nothing else
 _KEEP = {
     "Namespace": (),
@@ -52,6 +55,8 @@ _KEEP = {
     "Node": (),
     "ServiceAccount": ("automountServiceAccountToken", "secrets", "imagePullSecrets"),
     "RuntimeClass": ("handler", "scheduling", "overhead"),
+    "Role": ("rules",),
+    "ClusterRole": ("rules", "aggregationRule"),
 }
 _NODE_SPEC_KEEP = ("taints", "unschedulable")
 _DROP_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
@@ -125,6 +130,8 @@ class Snapshot:
     service_accounts: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
     nodes: Mapping[str, Resource] = field(default_factory=dict)
     runtime_classes: tuple[Resource, ...] = ()
+    roles: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict)
+    cluster_roles: tuple[Resource, ...] = ()
     scope: ScopeMap = field(default_factory=ScopeMap)
     revision: int = 0
 
@@ -144,6 +151,8 @@ class Snapshot:
             service_accounts=_group(by_kind["ServiceAccount"].values()),
             nodes={r.name: r for r in by_kind["Node"].values()},
             runtime_classes=tuple(sorted(by_kind["RuntimeClass"].values(), key=lambda r: r.name)),
+            roles=_group(by_kind["Role"].values()),
+            cluster_roles=tuple(sorted(by_kind["ClusterRole"].values(), key=lambda r: r.name)),
             scope=_scope(namespaces, config),
         )
 
@@ -401,8 +410,11 @@ class SnapshotCache:
             snap = replace(snap, nodes=dict(cluster))
         elif kind == "RuntimeClass":
             snap = replace(snap, runtime_classes=tuple(r for _, r in sorted(cluster.items())))
+        elif kind == "ClusterRole":
+            snap = replace(snap, cluster_roles=tuple(r for _, r in sorted(cluster.items())))
         else:
-            before = snap.network_policies if kind == "NetworkPolicy" else snap.service_accounts
+            before = {"NetworkPolicy": snap.network_policies, "ServiceAccount": snap.service_accounts,
+                      "Role": snap.roles}[kind]
             changed = store if namespace is None else {namespace: store.get(namespace, {})}
             grouped: dict[str, tuple[Resource, ...]] = {} if namespace is None else dict(before)
             for ns, slot in changed.items():
@@ -412,6 +424,8 @@ class SnapshotCache:
                     grouped.pop(ns, None)
             if kind == "NetworkPolicy":
                 snap = replace(snap, network_policies=grouped)
+            elif kind == "Role":
+                snap = replace(snap, roles=grouped)
             else:
                 snap = replace(snap, service_accounts=grouped)
         self._snapshot = replace(snap, revision=snap.revision + 1)

@@ -191,6 +191,10 @@ def _scope_for_namespace_object(snapshot: Snapshot, ns: Resource, config: Config
     )
 
 
+_BINDINGS = frozenset({"RoleBinding", "ClusterRoleBinding"})
+_CLUSTER_CONTEXT = frozenset({"RuntimeClass", "ClusterRole"})
+
+
 def admission_inventory(resource: Resource, snapshot: Snapshot) -> Inventory:
     """The one-object inventory: the object is the only target, the snapshot only answers lookups.
 
@@ -211,14 +215,18 @@ def admission_inventory(resource: Resource, snapshot: Snapshot) -> Inventory:
         cached_ns = snapshot.namespaces.get(namespace)
         if cached_ns is not None:
             namespaces[namespace] = NamespaceInfo(namespace, cached_ns)  # its labels, not a synthetic stand-in
-    for kind, cached in (("NetworkPolicy", snapshot.network_policies.get(namespace, ())),
-                         ("ServiceAccount", snapshot.service_accounts.get(namespace, ())),
-                         ("RuntimeClass", snapshot.runtime_classes)):
+    context: list[tuple[str, tuple[Resource, ...]]] = [
+        ("NetworkPolicy", snapshot.network_policies.get(namespace, ())),
+        ("ServiceAccount", snapshot.service_accounts.get(namespace, ())),
+        ("RuntimeClass", snapshot.runtime_classes)]
+    if admitted.kind in _BINDINGS:  # the roles a binding may refer to; other reviews never read them
+        context += [("Role", snapshot.roles.get(namespace, ())), ("ClusterRole", snapshot.cluster_roles)]
+    for kind, cached in context:
         if kind == admitted.kind:  # the object under review replaces its cached old version
             cached = (admitted, *(r for r in cached if r.name != admitted.name))
         else:
             by_kind[kind] = cached
-        if kind != "RuntimeClass" and cached:
+        if kind not in _CLUSTER_CONTEXT and cached:
             by_ns_kind[(namespace, kind)] = cached
     return replace(own, by_kind=by_kind, by_namespace_kind=by_ns_kind, namespaces=namespaces, nodes=snapshot.nodes)
 

@@ -29,6 +29,8 @@ RESOURCES: Mapping[str, tuple[str, str]] = {
     "Node": ("v1", "nodes"),
     "ServiceAccount": ("v1", "serviceaccounts"),
     "RuntimeClass": ("node.k8s.io/v1", "runtimeclasses"),
+    "Role": ("rbac.authorization.k8s.io/v1", "roles"),
+    "ClusterRole": ("rbac.authorization.k8s.io/v1", "clusterroles"),
 }
 
 

@@ -160,6 +160,48 @@ def test_network_policies_come_from_the_snapshot() -> None:
     assert {(r.check_id, r.path) for r in d.denied} == {("netpol-workload-covered", "spec.template.metadata.labels")}
 
 
+def _binding(kind: str, name: str, role_kind: str, role: str, namespace: str = "") -> dict[str, Any]:
+    meta = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+            "subjects": [{"kind": "User", "name": "mallory@example.com", "apiGroup": "rbac.authorization.k8s.io"}]}
+
+
+def _role(kind: str, name: str, verbs: list[str], namespace: str = "") -> dict[str, Any]:
+    meta = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta,
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": verbs}]}
+
+
+@pytest.mark.parametrize(("binding", "role"), [
+    (_binding("ClusterRoleBinding", "sneaky", "ClusterRole", "everything"), _role("ClusterRole", "everything", ["*"])),
+    (_binding("RoleBinding", "sneaky", "Role", "everything", "payments"),
+     _role("Role", "everything", ["*"], "payments")),
+    (_binding("RoleBinding", "sneaky", "ClusterRole", "everything", "payments"),
+     _role("ClusterRole", "everything", ["*"])),
+])
+def test_a_binding_to_a_cached_admin_equivalent_role_is_denied(binding: dict[str, Any], role: dict[str, Any]) -> None:
+    """The role a binding names comes from the snapshot: cluster-admin by another name is still caught."""
+    snap = Snapshot.from_objects([*objects(), role], config())
+    d = decide_object(binding, policy=_policy(), snap=snap)
+    assert ("rbac-cluster-admin-binding", "subjects[0]") in {(r.check_id, r.path) for r in d.denied}, d.message
+    narrow = {**role, "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]}
+    d = decide_object(binding, policy=_policy(), snap=Snapshot.from_objects([*objects(), narrow], config()))
+    assert "rbac-cluster-admin-binding" not in {r.check_id for r in d.denied}, d.message
+
+
+def test_roles_reach_only_binding_reviews() -> None:
+    snap = Snapshot.from_objects([*objects(), _role("ClusterRole", "everything", ["*"])], config())
+    assert "everything" in {r.name for r in snap.cluster_roles}
+    binding = request_resource(parse_review(orjson.dumps(make_review(
+        _binding("ClusterRoleBinding", "b", "ClusterRole", "everything")))))
+    pod_owner = request_resource(parse_review(orjson.dumps(make_review(one("Deployment", "payments", "payment-api")))))
+    assert binding is not None
+    assert pod_owner is not None
+    assert "everything" in {r.name for r in admission_inventory(binding, snap).of_kind("ClusterRole")}
+    assert admission_inventory(pod_owner, snap).of_kind("ClusterRole") == ()
+
+
 def test_namespace_update_is_judged_by_its_new_labels() -> None:
     ns = one("Namespace", "", "shop")
     assert decide_object(ns, operation="UPDATE", policy=_policy()).scope.value == "out-of-scope"  # type: ignore[union-attr]

@@ -163,6 +163,8 @@ def test_cluster_role_only_reads_the_cached_kinds(tmp_path: Path) -> None:
          "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["node.k8s.io"], "resources": ["runtimeclasses"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles", "roles"],
+         "verbs": ["get", "list", "watch"]},
     ]
 
 
