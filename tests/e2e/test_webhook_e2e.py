@@ -384,3 +384,33 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_binding_to_a_custom_admin_equivalent_role_is_denied(webhook: Webhook) -> None:
+    """The ClusterRole arrives in the cache through the watch; the binding to it is then judged like a
+    binding to cluster-admin, by the real apiserver calling the webhook."""
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "wh-everything"},
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}
+    policy = webhook.app.policy
+    role_checks = [c.id for c in policy.checks_for("ClusterRole")]
+    webhook.app.policy = Policy(default_catalog(), replace(policy.config, checks={  # the role itself only warns
+        check_id: CheckOverride(enforcement=Enforcement.WARN) for check_id in role_checks}))
+    try:
+        status, body = webhook.api.request("POST", f"{rbac}/clusterroles", role)
+    finally:
+        webhook.app.policy = policy
+    assert status == 201, body
+    deadline = time.monotonic() + 10
+    while "wh-everything" not in {r.name for r in webhook.cache.snapshot.cluster_roles}:
+        assert time.monotonic() < deadline, "new ClusterRole not seen by the cache"
+        time.sleep(0.05)
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": "wh-sneaky"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "wh-everything"},
+               "subjects": [{"kind": "User", "name": "mallory@example.com", "apiGroup": "rbac.authorization.k8s.io"}]}
+    status, body = webhook.api.request("POST", f"{rbac}/clusterrolebindings", binding)
+    assert status == 403, body
+    assert "[rbac-cluster-admin-binding] subjects[0]: User 'mallory@example.com' is bound to ClusterRole " \
+        "'wh-everything', which grants every verb on every resource" in body["message"]
+    assert webhook.api.request("GET", f"{rbac}/clusterrolebindings/wh-sneaky")[0] == 404
