@@ -330,10 +330,11 @@ def test_serve_command_runs_the_webhook_as_a_process(webhook: Webhook, tmp_path:
     (tmp_path / "tls.key").write_bytes(bundle.key_pem)
     (tmp_path / "kubepci.yaml").write_text("checks: {workload-privileged: {enforcement: audit}}\n", encoding="utf-8")
     port = _free_port()
+    store = f"sqlite:///{tmp_path / 'trail.db'}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "kubepci.cli.admission_cmd", "serve", "--config", str(tmp_path / "kubepci.yaml"),
          "--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.key"), "--port", str(port),
-         "--kubeconfig", str(webhook.api.kubeconfig_path)],
+         "--kubeconfig", str(webhook.api.kubeconfig_path), "--trail-store", store],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ctx = ssl.create_default_context(cadata=bundle.ca_pem.decode())
     try:
@@ -368,6 +369,14 @@ def test_serve_command_runs_the_webhook_as_a_process(webhook: Webhook, tmp_path:
     assert b"Traceback" not in err, err.decode()
     lines = [orjson.loads(x) for x in out.splitlines() if x.startswith(b"{")]
     assert [(x["event"], x["decision_id"], x["allowed"]) for x in lines] == [("admission.decision", "cli-1", False)]
+    # the decision is also a leaf of the audit trail, found by the trail's own search
+    found = subprocess.run([sys.executable, "-m", "kubepci", "trail", "search", "--store", store, "--kind", "admission",
+                            "--outcome", "failure", "-o", "json"], capture_output=True, check=True, timeout=60)
+    hits = orjson.loads(found.stdout)
+    assert [(h["kind"], h["source"]) for h in hits] == [("admission", "kubepci-admission")], hits
+    index = hits[0]["index"]
+    assert (index["audit_id"], index["namespace"], index["name"], index["code"], index["rule"]) == (
+        "cli-1", CDE_NS, "cli", 403, "workload-privilege-escalation"), index
 
 
 def _https(ctx: ssl.SSLContext, port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,6 +43,7 @@ __all__ = [
     "WAIVER_ACTIONS",
     "WAIVER_SOURCE",
     "Appender",
+    "DecisionRecorder",
     "SilenceMonitor",
     "admission_entry",
     "alert_entry",
@@ -172,6 +174,39 @@ def append_admission_decision(
     if decision.get("dry_run") is True and not include_dry_run:
         return None
     return trail.append([admission_entry(decision, received_at=format_time(clock()))])[0]
+
+
+class Submitter(Protocol):
+    """Queues entries for a durable append and returns at once (the group committer)."""
+
+    def submit(self, entries: Sequence[NewEntry]) -> Future[Any]: ...
+
+
+class DecisionRecorder:
+    """The webhook's ``on_decision`` hook when a trail is configured: queue each decision's leaf and
+    return, so the review never waits for a disk flush; the committer makes it durable within its
+    next transaction. Dry-run decisions are not recorded (nothing was admitted). A leaf the store
+    refuses is logged with the decision id: the decision log line on stdout still has it."""
+
+    def __init__(self, committer: Submitter, *, clock: Callable[[], dt.datetime] = _utcnow,
+                 on_error: Callable[[str, BaseException], None] | None = None) -> None:
+        self._committer = committer
+        self._clock = clock
+        self._on_error = on_error
+
+    def __call__(self, decision: Mapping[str, Any]) -> None:
+        if decision.get("dry_run") is True:
+            return
+        future = self._committer.submit([admission_entry(decision, received_at=format_time(self._clock()))])
+        if self._on_error is not None:
+            on_error, decision_id = self._on_error, str(decision.get("decision_id", ""))
+
+            def done(f: Future[Any]) -> None:
+                exc = f.exception()
+                if exc is not None:
+                    on_error(decision_id, exc)
+
+            future.add_done_callback(done)
 
 
 # -- scan digests ---------------------------------------------------------------------------------

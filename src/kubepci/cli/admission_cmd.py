@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -44,9 +46,11 @@ def admission() -> None:
 @click.option("--max-body-bytes", default=4 * 1024 * 1024, show_default=True, type=click.IntRange(1024))
 @click.option("--sync-timeout", default=60.0, show_default=True,
               help="Warn when the first cache sync takes longer than this many seconds.")
+@click.option("--trail-store", envvar="KUBEPCI_TRAIL_STORE",
+              help="Append every decision to this audit trail (default: trail.store from the config file).")
 def serve(config_path: Path | None, tls_cert: Path, tls_key: Path, client_ca: Path | None, host: str, port: int,
           kubeconfig: Path | None, context: str | None, in_cluster: bool, max_body_bytes: int,
-          sync_timeout: float) -> None:
+          sync_timeout: float, trail_store: str | None) -> None:
     """Serve POST /validate, /healthz, /readyz and /metrics over HTTPS."""
     from kubepci.admission.cache import SnapshotCache
     from kubepci.admission.decide import Policy
@@ -71,10 +75,19 @@ def serve(config_path: Path | None, tls_cert: Path, tls_key: Path, client_ca: Pa
     except KubepciError as exc:
         _fail(exc)
         return
+    committer = None
+    recorder = None
+    store_url = trail_store or config.trail_store
+    if store_url:
+        try:
+            committer, recorder = _trail_recorder(store_url, config.trail_key)
+        except Exception as exc:  # the store could not be opened: say so and do not serve without the trail
+            click.echo(f"error: audit trail {store_url.split('@')[-1]}: {exc}", err=True)
+            sys.exit(2)
     cache = SnapshotCache(KubeListWatch(client), config)
     cache.start()
     app = AdmissionApp(Policy(default_catalog(), config, tuple(waivers)), cache, max_body_bytes=max_body_bytes,
-                       cache_stats=cache.stats)
+                       cache_stats=cache.stats, on_decision=recorder)
     server = WebhookServer(app, ServerSettings(tls_cert, tls_key, host=host, port=port, client_ca_file=client_ca))
 
     def check_sync() -> None:  # serving starts at once: /healthz must answer while the cache syncs
@@ -87,6 +100,26 @@ def serve(config_path: Path | None, tls_cert: Path, tls_key: Path, client_ca: Pa
         server.run()
     finally:
         cache.stop()
+        if committer is not None:
+            committer.stop()  # what was queued is committed (and a checkpoint signed) before exit
+
+
+def _trail_recorder(store_url: str, key_path: Path | None) -> tuple[Any, Callable[[Mapping[str, Any]], None]]:
+    """A group committer on the trail store and the decision hook feeding it."""
+    from kubepci.auditlog.committer import GroupCommitter
+    from kubepci.auditlog.events import DecisionRecorder
+    from kubepci.auditlog.store import open_store
+    from kubepci.auditlog.trail import load_signer
+
+    signer = load_signer(key_path) if key_path is not None else None
+    committer = GroupCommitter(lambda: open_store(store_url), signer=signer)
+    committer.start()
+    log = logging.getLogger("kubepci.admission")
+
+    def failed(decision_id: str, exc: BaseException) -> None:
+        log.error("decision %s was not appended to the audit trail: %s: %s", decision_id, type(exc).__name__, exc)
+
+    return committer, DecisionRecorder(committer, on_error=failed)
 
 
 @admission.command()

@@ -141,3 +141,30 @@ def test_own_records_index_what_a_reviewer_searches_for() -> None:
     waiver = waiver_entry("added", {"id": "W-1", "check": "KPCI-9"}, actor="bob", reason="ticket 42",
                           received_at="2026-03-01T12:00:00.000000Z")
     assert (waiver.envelope.index.name, waiver.envelope.index.user) == ("W-1", "bob")
+
+
+def test_decision_recorder_queues_real_decisions_and_skips_dry_runs(tmp_path: Path) -> None:
+    """The webhook hook on a real group committer and SQLite store: one leaf per admitted decision."""
+    from kubepci.auditlog.committer import GroupCommitter
+    from kubepci.auditlog.envelope import Envelope
+    from kubepci.auditlog.events import DecisionRecorder
+    from kubepci.auditlog.store import SearchQuery, open_store
+
+    url = f"sqlite:///{tmp_path / 'trail.db'}"
+    committer = GroupCommitter(lambda: open_store(url))
+    committer.start()
+    errors: list[str] = []
+    record = DecisionRecorder(committer, clock=lambda: AT, on_error=lambda uid, exc: errors.append(uid))
+    base = {"allowed": False, "operation": "CREATE", "kind": "Pod", "namespace": "payments", "name": "p",
+            "denied": [{"check": "workload-privileged"}]}
+    record({**base, "decision_id": "real"})
+    record({**base, "decision_id": "dry", "dry_run": True})
+    committer.stop()
+    store = open_store(url)
+    try:
+        hits = store.search(SearchQuery(kind="admission"))
+    finally:
+        store.close()
+    index = [Envelope.parse(h.envelope).index for h in hits]
+    assert [(i.audit_id, i.code, i.rule) for i in index] == [("real", 403, "workload-privileged")]
+    assert errors == []
