@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from kubepci.analyzers.netpol.bind import project_labels
 from kubepci.analyzers.netpol.engine import compile_inventory
 from kubepci.analyzers.netpol.selectors import LabelSelector, Requirement
+from kubepci.config import parse_config
 from kubepci.inventory import Inventory
 from kubepci.model import Resource, ResourceRef, SourceLocation
 
@@ -73,3 +74,22 @@ def test_pods_differing_only_in_unselected_labels_share_a_class() -> None:
     assert len(model.binding.classes) == 3, [c.labels for c in model.binding.classes]
     assert model.can_reach("shop/web-2", "shop/db", 5432, "TCP").allowed
     assert not model.can_reach("shop/batch", "shop/db", 5432, "TCP").allowed, "tier=jobs is not tier=front"
+
+
+def test_a_workload_an_approved_flow_names_keeps_its_own_class() -> None:
+    """Approvals are matched on class bits: web-1 named by a flow must not share web-2's class."""
+    inventory = Inventory.build([
+        _res({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        _deployment("web-1", {"app": "web-1", "tier": "front"}),
+        _deployment("web-2", {"app": "web-2", "tier": "front"}),
+        _deployment("web-3", {"app": "web-3", "tier": "front"}),
+    ])
+    config = parse_config("flows:\n  - {from: shop/web-1, to: shop/Deployment/web-3}\n", "kubepci.yaml")
+    model = compile_inventory(inventory, config)
+
+    def bits(name: str) -> int:
+        return model.bits_of(model.endpoint(name))
+
+    assert len({bits("shop/web-1"), bits("shop/web-2"), bits("shop/web-3")}) == 3
+    assert model.can_reach("shop/web-2", "shop/web-1", 80, "TCP").allowed, "still equivalent for reachability"
+    assert len(model.binding.classes) == 3

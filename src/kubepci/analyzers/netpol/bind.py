@@ -243,7 +243,7 @@ class Binding:
         return admin, bool(np_ids), allows, base
 
 
-ClassKey = tuple[str, tuple[tuple[str, str], ...], NamedPorts, bool, tuple[int, ...]]
+ClassKey = tuple[str, tuple[tuple[str, str], ...], NamedPorts, bool, tuple[int, ...], str]
 
 
 #: Label vocabulary of every pod selector: key -> the values selectors name for it.
@@ -282,10 +282,14 @@ def project_labels(labels: Mapping[str, str], vocab: Vocabulary) -> dict[str, st
     return out
 
 
-def member_class_key(member: Member, atoms: IPAtoms, pod_ips_match: bool, vocab: Vocabulary) -> ClassKey:
+def member_class_key(member: Member, atoms: IPAtoms, pod_ips_match: bool, vocab: Vocabulary,
+                     pinned: frozenset[str] = frozenset()) -> ClassKey:
     """Members with equal keys are indistinguishable to every policy: one endpoint class. Labels are
     projected on the selectors' vocabulary; keying on all labels made one class per workload
-    (a 100k-object scan: 33k classes and 33k-bit masks, 270 MB)."""
+    (a 100k-object scan: 33k classes and 33k-bit masks, 270 MB). An endpoint in ``pinned`` (one that
+    an approved flow names by workload) keeps classes of its own: approvals are matched on class
+    bits, and an approval of one workload must not cover another that merely looks alike."""
     ip_atoms = tuple(sorted({atoms.index_of(v, x) for v, x in member.ips})) if pod_ips_match else ()
     labels = tuple(sorted(project_labels(member.labels, vocab).items()))
-    return (member.namespace, labels, member.named_ports, member.host_network, ip_atoms)
+    own = member.endpoint if member.endpoint in pinned else ""
+    return (member.namespace, labels, member.named_ports, member.host_network, ip_atoms, own)

@@ -17,6 +17,7 @@ from kubepci.analyzers.netpol.compile import CompiledPolicies, compile_policies
 from kubepci.analyzers.netpol.endpoints import (
     EndpointClass,
     Member,
+    WorkloadUnit,
     assign_zones,
     collect_units,
     members_of,
@@ -331,7 +332,8 @@ def compile_inventory(inventory: Inventory, config: Config | None = None,
             sets.extend(p.ipset for p in rule.peers if p.ipset is not None)
     atoms = IPAtoms(sets)
     vocab = selector_vocabulary(compiled)
-    keys = [member_class_key(m, atoms, options.ipblock_matches_pod_ips, vocab) for m in members]
+    pinned = _named_by_flows(config, units, names)
+    keys = [member_class_key(m, atoms, options.ipblock_matches_pod_ips, vocab, pinned) for m in members]
     ordered = sorted(set(keys))
     index = {k: i for i, k in enumerate(ordered)}
     by_key = {k: m for k, m in zip(keys, members, strict=True)}
@@ -349,10 +351,23 @@ def compile_inventory(inventory: Inventory, config: Config | None = None,
     return NetpolModel(binding, endpoints, endpoint_bits, member_bits, compiled, diagnostics, config)
 
 
+def _named_by_flows(config: Config, units: Sequence[WorkloadUnit], names: Sequence[str]) -> frozenset[str]:
+    """Endpoints an approved flow names as a workload (``ns/name``, ``ns/Kind/name``), not by namespace or zone."""
+    specs = {spec for flow in config.flows for spec in (flow.source, flow.destination)
+             if "/" in spec and not spec.startswith("zone/")}
+    if not specs:
+        return frozenset()
+    out = set()
+    for unit, name in zip(units, names, strict=True):
+        ref = unit.workload.ref
+        ns = unit.workload.namespace
+        if name in specs or f"{ns}/{ref.name}" in specs or f"{ns}/{ref.kind}/{ref.name}" in specs:
+            out.add(name)
+    return frozenset(out)
+
+
 def _endpoints(units: Sequence[object], names: Sequence[str], member_bits: Sequence[tuple[Member, int]],
                b: Binding, compiled: CompiledPolicies) -> tuple[list[Endpoint], dict[str, int]]:
-    from kubepci.analyzers.netpol.endpoints import WorkloadUnit
-
     bits: dict[str, int] = {}
     pods: dict[str, list[str]] = {}
     host: dict[str, bool] = {}
