@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kubepci.analyzers.netpol.model import Endpoint
+from kubepci.analyzers.netpol.model import Endpoint, names_endpoint
 from kubepci.analyzers.netpol.ports import PortSet
 
 if TYPE_CHECKING:
@@ -79,14 +79,7 @@ class Flow:
 
 def spec_matches(spec: str, endpoint: Endpoint) -> bool:
     """Does a flow's ``from``/``to`` (``ns/workload``, ``ns/Kind/workload`` or ``ns``) name ``endpoint``?"""
-    if spec == endpoint.name:
-        return True
-    if endpoint.ref is None or spec.startswith("zone/"):
-        return False
-    ns, sep, rest = spec.partition("/")
-    if not sep:
-        return spec == endpoint.namespace
-    return ns == endpoint.namespace and rest in (endpoint.ref.name, f"{endpoint.ref.kind}/{endpoint.ref.name}")
+    return names_endpoint(spec, endpoint.name, endpoint.namespace, endpoint.ref)
 
 
 def flow_ports(texts: Sequence[str]) -> PortSet:

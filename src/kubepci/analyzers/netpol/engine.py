@@ -32,6 +32,7 @@ from kubepci.analyzers.netpol.model import (
     Matrix,
     PairVerdict,
     Verdict,
+    names_endpoint,
 )
 from kubepci.analyzers.netpol.partition import Groups, evaluate_direction
 from kubepci.analyzers.netpol.ports import PortSet
@@ -357,13 +358,8 @@ def _named_by_flows(config: Config, units: Sequence[WorkloadUnit], names: Sequen
              if "/" in spec and not spec.startswith("zone/")}
     if not specs:
         return frozenset()
-    out = set()
-    for unit, name in zip(units, names, strict=True):
-        ref = unit.workload.ref
-        ns = unit.workload.namespace
-        if name in specs or f"{ns}/{ref.name}" in specs or f"{ns}/{ref.kind}/{ref.name}" in specs:
-            out.add(name)
-    return frozenset(out)
+    return frozenset(name for unit, name in zip(units, names, strict=True)
+                     if any(names_endpoint(spec, name, unit.workload.namespace, unit.ref) for spec in specs))
 
 
 def _endpoints(units: Sequence[object], names: Sequence[str], member_bits: Sequence[tuple[Member, int]],

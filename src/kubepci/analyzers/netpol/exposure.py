@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kubepci.analyzers.netpol.matrix import relation
-from kubepci.analyzers.netpol.model import ASSUMPTIONS, Endpoint
+from kubepci.analyzers.netpol.model import ASSUMPTIONS, Endpoint, names_endpoint
 from kubepci.analyzers.netpol.ports import PortSet
 
 if TYPE_CHECKING:
@@ -62,24 +62,12 @@ class Exposure:
         }
 
 
-def _matches(spec: str, endpoint: Endpoint) -> bool:
-    if spec == endpoint.name:
-        return True
-    if endpoint.kind != "workload":
-        return False
-    if "/" not in spec:
-        return spec == endpoint.namespace
-    ns, _, rest = spec.partition("/")
-    if ns != endpoint.namespace or endpoint.ref is None:
-        return False
-    return rest in (endpoint.ref.name, f"{endpoint.ref.kind}/{endpoint.ref.name}")
-
-
 def _approved(model: NetpolModel, src: Endpoint, dst: Endpoint) -> tuple[PortSet, tuple[str, ...]]:
     ports = PortSet.empty()
     reasons: list[str] = []
     for flow in model.config.flows:
-        if not (_matches(flow.source, src) and _matches(flow.destination, dst)):
+        if not (names_endpoint(flow.source, src.name, src.namespace, src.ref)
+                and names_endpoint(flow.destination, dst.name, dst.namespace, dst.ref)):
             continue
         flow_ports = PortSet.empty()
         for text in flow.ports or ("all",):

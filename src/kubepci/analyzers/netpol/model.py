@@ -27,6 +27,7 @@ __all__ = [
     "PairVerdict",
     "PortSet",
     "Verdict",
+    "names_endpoint",
 ]
 
 #: statements every report about NetworkPolicy reachability must carry (netpol-rbac.md §4, §10.3)
@@ -36,6 +37,20 @@ ASSUMPTIONS = (
     "ports are pod (target) ports after Service translation, not Service ports",
     "a pod can always reach itself; self traffic is never restricted",
 )
+
+
+def names_endpoint(spec: str, name: str, namespace: str, ref: ResourceRef | None) -> bool:
+    """Does a flow's ``from``/``to`` name this endpoint? ``ns/workload`` and ``ns/Kind/workload`` name a
+    workload, ``ns`` every workload of the namespace, ``zone/<name>`` and ``ip/<address>`` only
+    themselves. Takes the parts so endpoints can be matched before they are built."""
+    if spec == name:
+        return True
+    if ref is None or spec.startswith("zone/"):
+        return False
+    ns, sep, rest = spec.partition("/")
+    if not sep:
+        return spec == namespace
+    return ns == namespace and rest in (ref.name, f"{ref.kind}/{ref.name}")
 
 
 @dataclass(frozen=True, slots=True)
