@@ -80,9 +80,7 @@ def workload_covered(wl: Workload, ctx: CheckContext) -> Iterator[Violation]:
     direction (deny-all policies count: isolation, not rules, is what this asks)."""
     ingress = egress = False
     labels = wl.pod_labels
-    index = ctx.analyzers.get("netpol_isolation") if "netpol_isolation" in ctx.analyzers else None
-    if index is None:
-        index = isolation_index(ctx.inventory)
+    index = ctx.analyzers.get("netpol_isolation") or isolation_index(ctx.inventory)  # built once per run
     for pol in index.get(wl.namespace, ()):
         if ((pol.ingress and not ingress) or (pol.egress and not egress)) and pol.selects(labels):
             ingress = ingress or pol.ingress
