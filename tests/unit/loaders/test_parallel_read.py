@@ -6,6 +6,7 @@ and a pytest-xdist worker has more.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -35,8 +36,8 @@ print(json.dumps({"forked": len(forked), "files": out}, default=str, sort_keys=T
 
 
 def _corpus(tmp_path: Path) -> list[Path]:
-    """Enough bytes to fork, with a broken document, a YAML-1.1 timestamp (pickle fallback) and an
-    unreadable path among them."""
+    """Enough bytes to fork, with a broken document, a YAML-1.1 timestamp (which marshal cannot carry)
+    and an unreadable path among them."""
     paths = []
     for i in range(6):
         docs = [f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}-{j}, namespace: ns{i}}}\n"
@@ -70,7 +71,7 @@ def test_parallel_read_equals_sequential_read(tmp_path: Path) -> None:
     assert "f2.yaml:" in one, "the broken document is listed with its file"
     assert "invalid YAML" in one, "the broken document is listed with the reason"
     assert "cannot read" in one, "the missing file is listed"
-    assert "2026-11-27 10:00:00" in one, "libyaml's timestamp crossed the pipe (pickle fallback)"
+    assert "2026-11-27 10:00:00" in both, "libyaml's timestamp is in the result"
 
 
 def test_a_failed_child_is_reported_as_nothing_received() -> None:
@@ -84,7 +85,7 @@ def test_a_failed_child_is_reported_as_nothing_received() -> None:
     assert parallel._receive(read_end, pid) is None
 
 
-@pytest.mark.parametrize("payload", [b"M\x00\x01", b"P not a pickle", b""])
+@pytest.mark.parametrize("payload", [b"\x00\x01", b"not marshal data", b""])
 def test_undecodable_payloads_are_rejected(payload: bytes) -> None:
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -93,3 +94,28 @@ def test_undecodable_payloads_are_rejected(payload: bytes) -> None:
         os._exit(0)
     os.close(write_end)
     assert parallel._receive(read_end, pid) is None
+
+
+def test_a_file_marshal_cannot_carry_comes_back_as_not_done() -> None:
+    """A timestamp from libyaml cannot cross as marshal data: that file alone is left to the parent."""
+    plain_ok = ([("ns", "ConfigMap", "a", "v1", {"data": {"k": "v"}}, "a.yaml", 1)], [], ("a.yaml", "00"))
+    stamped = ([("ns", "ConfigMap", "b", "v1", {"t": dt.datetime(2026, 11, 27, tzinfo=dt.UTC)}, "b.yaml", 1)],
+               [], ("b.yaml", "11"))
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        code = 1
+        try:
+            parallel._send(write_end, [plain_ok, stamped])
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    received = parallel._receive(read_end, pid)
+    assert received is not None
+    assert received[1] is None
+    resources, problems, digest = parallel._rebuild(received[0])
+    assert [(str(r.ref), dict(r.body), str(r.location)) for r in resources] == [
+        ("ns/ConfigMap/a", {"data": {"k": "v"}}, "a.yaml:1")]
+    assert (problems, digest) == ([], ("a.yaml", "00"))

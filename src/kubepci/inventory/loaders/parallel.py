@@ -5,9 +5,10 @@ Parsing is the largest single cost of a scan (yaml-rs plus the YAML-1.1 prescan:
 0.37 s bitnami scan, 2.2 s of a 100,000-object one) and every file is independent. Threads would
 not help (the parsers hold the GIL), so the child is a ``fork`` of this process: it needs no
 start-up, parses its share and sends the results back through a pipe as ``marshal`` data (plain
-tuples; 4x cheaper to decode than pickle), falling back to pickle for the rare document libyaml
-gave a timestamp or bytes. The result is the same list, in the same order, as reading the files
-one by one; if the child fails in any way its files are read here instead, so nothing is lost.
+tuples; 4x cheaper to decode than pickle, and unlike pickle it cannot construct arbitrary
+objects). A file whose documents hold a value marshal cannot carry (a timestamp libyaml read) is
+sent as "not done" and read here. The result is the same list, in the same order, as reading the
+files one by one; if the child fails in any way its files are read here instead, so nothing is lost.
 
 The child is only forked when it is safe and worth it: ``os.fork`` exists, this process runs no
 other thread (a lock held by another thread at fork time would stay locked in the child), there
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import marshal
 import os
-import pickle
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +33,6 @@ FileResult = tuple[list[Resource], list[Unreadable], tuple[str, str] | None]
 
 #: below this many bytes the fork (about 5 ms) and the transfer cost more than they save
 MIN_PARALLEL_BYTES = 1 << 20
-_MARSHAL, _PICKLE = b"M", b"P"
 
 
 def read_files(paths: Sequence[Path]) -> list[FileResult]:
@@ -59,8 +58,9 @@ def read_files(paths: Sequence[Path]) -> list[FileResult]:
     received = _receive(read_end, pid)
     if received is not None and len(received) == len(theirs):
         for i, plain in zip(theirs, received, strict=True):
-            results[i] = _rebuild(plain)
-    for i in theirs:  # the child failed: read its share here, nothing is skipped
+            if plain is not None:
+                results[i] = _rebuild(plain)
+    for i in theirs:  # what the child could not send, or its whole share if it failed: read here
         if results[i] is None:
             results[i] = read_file(paths[i])
     return [r for r in results if r is not None]
@@ -113,11 +113,19 @@ def _rebuild(plain: Any) -> FileResult:
 
 def _send(fd: int, payload: list[tuple[Any, ...]]) -> None:
     try:
-        data = _MARSHAL + marshal.dumps(payload)
-    except ValueError:  # a timestamp, bytes or set from libyaml: marshal only takes plain values
-        data = _PICKLE + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        data = marshal.dumps(payload)
+    except ValueError:  # some file holds a timestamp (or another non-plain value): send it as not done
+        data = marshal.dumps([_marshallable(plain) for plain in payload])
     with os.fdopen(fd, "wb") as pipe:
         pipe.write(data)
+
+
+def _marshallable(plain: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    try:
+        marshal.dumps(plain)
+    except ValueError:
+        return None
+    return plain
 
 
 def _receive(fd: int, pid: int) -> list[Any] | None:
@@ -127,10 +135,7 @@ def _receive(fd: int, pid: int) -> list[Any] | None:
     if status != 0 or not data:
         return None
     try:
-        if data[:1] == _MARSHAL:
-            payload = marshal.loads(memoryview(data)[1:])  # noqa: S302 - our own forked child wrote it
-        else:
-            payload = pickle.loads(memoryview(data)[1:])  # noqa: S301 - our own forked child wrote it
-    except (ValueError, EOFError, TypeError, pickle.UnpicklingError):
+        payload = marshal.loads(data)  # noqa: S302 - plain values from our own forked child
+    except (ValueError, EOFError, TypeError):
         return None
     return payload if isinstance(payload, list) else None
