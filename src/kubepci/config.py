@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from kubepci.errors import ConfigError
 from kubepci.model import Enforcement, Severity
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = [
     "CheckOverride",
@@ -114,6 +115,8 @@ class Config:
 
 
 def _check_keys(node: yaml.Node, schema: Any, source: str, where: str) -> None:
+    import yaml
+
     if schema is None or schema == "*":
         return
     if not isinstance(node, yaml.MappingNode):
@@ -158,6 +161,8 @@ def _int(raw: Mapping[str, Any], key: str, default: int, source: str, section: s
 
 def parse_config(text: str, source: str = "kubepci.yaml", base_dir: Path | None = None) -> Config:
     """Parse and validate config text; raises ConfigError naming file and line."""
+    import yaml  # here, not at the top: a scan without a config file never needs PyYAML
+
     try:
         node = yaml.compose(text, Loader=yaml.CSafeLoader)
         raw = yaml.load(text, Loader=yaml.CSafeLoader)

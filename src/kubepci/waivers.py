@@ -16,10 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kubepci.errors import ConfigError
 from kubepci.inventory import Inventory
+from kubepci.inventory.loaders.manifests import InvalidYAMLError, safe_load
 from kubepci.model import Finding, Status
 
 __all__ = [
@@ -84,11 +83,9 @@ class WaiverOutcome:
 
 def parse_waivers(text: str, source: str = "waivers.yaml") -> tuple[Waiver, ...]:
     try:
-        raw = yaml.load(text, Loader=yaml.CSafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{source}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        raw = safe_load(text)
+    except InvalidYAMLError as exc:
+        raise ConfigError(f"{source}:{exc.line + 1}: {exc.reason}") from None
     if raw is None:
         return ()
     if not isinstance(raw, Mapping) or set(raw) != {"waivers"} or not isinstance(raw["waivers"], list):

@@ -90,3 +90,8 @@ def test_annotation_requests_but_never_grants() -> None:
 def test_invalid_waivers(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_waivers(text)
+
+
+def test_broken_waivers_yaml_names_file_and_line() -> None:
+    with pytest.raises(ConfigError, match=r"^w\.yaml:3: invalid YAML: did not find expected ',' or '\]'"):
+        parse_waivers("waivers:\n  - id: [unclosed\n", "w.yaml")

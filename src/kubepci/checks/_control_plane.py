@@ -22,9 +22,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from kubepci.inventory import Container, Workload
+from kubepci.inventory.loaders.manifests import InvalidYAMLError, safe_load
 from kubepci.model import Resource
 
 __all__ = [
@@ -58,12 +57,6 @@ _LIST_FLAGS = frozenset({"enable-admission-plugins", "disable-admission-plugins"
                          "authorization-mode", "tls-cipher-suites", "cipher-suites"})
 _TRUE = frozenset({"1", "t", "true"})
 _FALSE = frozenset({"0", "f", "false"})
-
-try:
-    _SafeLoader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - every locked wheel has libyaml
-    _SafeLoader = yaml.SafeLoader
-
 
 def parse_bool(value: str | None) -> bool | None:
     """pflag's boolean spellings; None when unset or not a boolean."""
@@ -234,8 +227,8 @@ def _embedded(resource: Resource, kind: str, api_group: str) -> Iterator[ConfigD
         if not isinstance(text, str) or api_group not in text or kind not in text:
             continue
         try:
-            doc = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - the C safe loader
-        except yaml.YAMLError:
+            doc = safe_load(text)
+        except InvalidYAMLError:
             continue
         if isinstance(doc, Mapping) and doc.get("kind") == kind and str(doc.get("apiVersion", "")).startswith(
                 api_group + "/"):

@@ -21,10 +21,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from kubepci.errors import KubepciError
-from kubepci.inventory.loaders.manifests import StrictYAMLError, load_document
+from kubepci.inventory.loaders.manifests import InvalidYAMLError, StrictYAMLError, load_document
 
 __all__ = [
     "BLOG_IDS",
@@ -187,7 +185,7 @@ def _load_packaged() -> RequirementTree:
 def _parse(text: str, source: str) -> RequirementTree:
     try:
         data = load_document(text)  # the fast parser: this file is read on every scan
-    except (yaml.YAMLError, StrictYAMLError) as exc:
+    except (InvalidYAMLError, StrictYAMLError) as exc:
         raise RequirementTreeError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise RequirementTreeError(f"{source}: top level must be a mapping")

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 import yaml_rs
 
 from kubepci.model import Resource, ResourceRef, SourceLocation, Unreadable
@@ -30,6 +29,7 @@ from kubepci.model import Resource, ResourceRef, SourceLocation, Unreadable
 __all__ = [
     "CONFIG_API_GROUPS",
     "MANIFEST_SUFFIXES",
+    "InvalidYAMLError",
     "LoadResult",
     "StrictYAMLError",
     "iter_manifest_files",
@@ -38,17 +38,13 @@ __all__ = [
     "parse_text",
     "read_file",
     "resources_from_object",
+    "safe_load",
 ]
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 #: API groups of component configuration files (not API objects; cluster-wide, nameless)
 CONFIG_API_GROUPS = ("audit.k8s.io/", "apiserver.config.k8s.io/", "apiserver.k8s.io/", "kubelet.config.k8s.io/",
                      "kubeproxy.config.k8s.io/", "kubeadm.k8s.io/", "kubescheduler.config.k8s.io/")
-
-try:  # libyaml is in every wheel we lock; fall back only so a source build still works
-    _SafeLoader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _SafeLoader = yaml.SafeLoader
 
 _DOC_SPLIT = re.compile(r"^(?:---|\.\.\.)[ \t]*(?:#.*)?$", re.MULTILINE)
 # Plain scalars whose meaning differs between YAML 1.1 (kubectl) and 1.2 (yaml-rs). Three separate
@@ -176,30 +172,45 @@ def _first_content_line(first: int, chunk: str) -> int:
     return first
 
 
-def _describe_yaml_error(exc: yaml.YAMLError, first_line: int) -> tuple[int, str]:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    context = getattr(exc, "context", None)
-    reason = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
-    if mark is not None:
-        return first_line + int(mark.line), reason
-    return first_line, reason
+class InvalidYAMLError(Exception):
+    """libyaml rejected a document: ``line`` is 0-based within it, ``reason`` says what and where."""
+
+    def __init__(self, reason: str, line: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
 
 
 class StrictYAMLError(Exception):
     """yaml-rs rejected a document libyaml accepts (e.g. a duplicate key): kubectl rejects it too."""
 
 
+def safe_load(text: str) -> Any:
+    """libyaml's safe loader (plain data only; no tag can build an object). PyYAML is imported on
+    first use: most scans never need it, and importing it costs 10 ms of every start."""
+    import yaml
+
+    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml is in every wheel we lock
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - CSafeLoader/SafeLoader are the safe loaders
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        reason = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+        raise InvalidYAMLError(reason, int(mark.line) if mark is not None else 0) from None
+
+
 def load_document(chunk: str) -> Any:
     """One YAML document as kubectl reads it (YAML 1.1 where it matters), parsed by the fast parser
-    when the meaning is the same. Raises ``yaml.YAMLError`` or ``StrictYAMLError``."""
+    when the meaning is the same. Raises ``InvalidYAMLError`` or ``StrictYAMLError``."""
     if needs_yaml11(chunk):
-        return yaml.load(chunk, Loader=_SafeLoader)  # noqa: S506 - CSafeLoader is the safe loader
+        return safe_load(chunk)
     try:
         return yaml_rs.loads(chunk, parse_datetime=False)
     except yaml_rs.YAMLDecodeError as exc:
         # re-parse with libyaml for a precise line; if libyaml accepts it, keep yaml-rs's verdict
-        yaml.load(chunk, Loader=_SafeLoader)  # noqa: S506 - CSafeLoader is the safe loader
+        safe_load(chunk)
         first = str(exc).splitlines()[0] if str(exc) else "rejected"
         raise StrictYAMLError(f"invalid YAML: {first}") from None
 
@@ -263,9 +274,8 @@ def parse_text(text: str, source: str) -> tuple[list[Resource], list[Unreadable]
             continue
         try:
             obj = load_document(chunk)
-        except yaml.YAMLError as exc:
-            line, reason = _describe_yaml_error(exc, first_line)
-            problems.append(Unreadable(SourceLocation(source, line), reason))
+        except InvalidYAMLError as exc:
+            problems.append(Unreadable(SourceLocation(source, first_line + exc.line), exc.reason))
             continue
         except StrictYAMLError as exc:
             problems.append(Unreadable(SourceLocation(source, _first_content_line(first_line, chunk)), str(exc)))
