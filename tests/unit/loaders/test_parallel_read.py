@@ -120,3 +120,17 @@ def test_a_file_marshal_cannot_carry_comes_back_as_not_done() -> None:
     assert [(str(r.ref), dict(r.body), str(r.location)) for r in resources] == [
         ("ns/ConfigMap/a", {"data": {"k": "v"}}, "a.yaml:1")]
     assert (problems, digest) == ([], ("a.yaml", "00"))
+
+
+def test_only_regular_files_go_to_the_child(tmp_path: Path) -> None:
+    """A pipe can be read once: if the child took it and then failed, the parent could not re-read it."""
+    regular = tmp_path / "a.yaml"
+    regular.write_text("x" * 100)
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    sizes = [parallel._size(p) for p in (regular, fifo, tmp_path / "missing.yaml", regular)]
+    assert sizes == [100, -1, -1, 100]
+    mine, theirs = parallel._split(sizes)
+    assert 1 in mine
+    assert 2 in mine
+    assert theirs == [3] or theirs == [0]

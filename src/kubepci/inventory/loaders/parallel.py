@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import stat
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +39,7 @@ MIN_PARALLEL_BYTES = 1 << 20
 def read_files(paths: Sequence[Path]) -> list[FileResult]:
     """``[read_file(p) for p in paths]``, on two processes when that is safe and worth it."""
     sizes = [_size(p) for p in paths]
-    if not _parallel_ok(len(paths), sum(sizes)):
+    if not _parallel_ok(len(paths), sum(max(0, n) for n in sizes)):
         return [read_file(p) for p in paths]
     mine, theirs = _split(sizes)
     results: list[FileResult | None] = [None] * len(paths)
@@ -67,10 +68,13 @@ def read_files(paths: Sequence[Path]) -> list[FileResult]:
 
 
 def _size(path: Path) -> int:
+    """Bytes of a regular file; -1 for anything else (a pipe given on the command line can be read
+    once only, so it must never be in the child's share: a failed child could not give it back)."""
     try:
-        return path.stat().st_size
+        st = path.stat()
     except OSError:
-        return 0
+        return -1
+    return st.st_size if stat.S_ISREG(st.st_mode) else -1
 
 
 def _parallel_ok(n_files: int, n_bytes: int) -> bool:
@@ -85,7 +89,7 @@ def _split(sizes: Sequence[int]) -> tuple[list[int], list[int]]:
     theirs: list[int] = []
     load = [0, 0]
     for i in sorted(range(len(sizes)), key=lambda k: -sizes[k]):
-        side = 0 if load[0] <= load[1] else 1
+        side = 0 if load[0] <= load[1] or sizes[i] < 0 else 1  # not a regular file: read here
         (mine if side == 0 else theirs).append(i)
         load[side] += sizes[i]
     return sorted(mine), sorted(theirs)
