@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kubepci.analyzers.netpol.model import Endpoint, names_endpoint
+from kubepci.analyzers.netpol.model import Endpoint, flow_ports, names_endpoint
 from kubepci.analyzers.netpol.ports import PortSet
 
 if TYPE_CHECKING:
@@ -80,19 +80,6 @@ class Flow:
 def spec_matches(spec: str, endpoint: Endpoint) -> bool:
     """Does a flow's ``from``/``to`` (``ns/workload``, ``ns/Kind/workload`` or ``ns``) name ``endpoint``?"""
     return names_endpoint(spec, endpoint.name, endpoint.namespace, endpoint.ref)
-
-
-def flow_ports(texts: Sequence[str]) -> PortSet:
-    """A flow's ports; none listed means every port. Entries that do not parse approve nothing."""
-    if not texts:
-        return _ALL
-    out = _NONE
-    for text in texts:
-        try:
-            out |= PortSet.parse(text)
-        except ValueError:
-            continue
-    return out
 
 
 def union_partition(universe: int, rects: Iterable[tuple[int, PortSet]]) -> dict[PortSet, int]:

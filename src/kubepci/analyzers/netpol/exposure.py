@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kubepci.analyzers.netpol.matrix import relation
-from kubepci.analyzers.netpol.model import ASSUMPTIONS, Endpoint, names_endpoint
+from kubepci.analyzers.netpol.model import ASSUMPTIONS, Endpoint, flow_ports, names_endpoint
 from kubepci.analyzers.netpol.ports import PortSet
 
 if TYPE_CHECKING:
@@ -69,13 +69,7 @@ def _approved(model: NetpolModel, src: Endpoint, dst: Endpoint) -> tuple[PortSet
         if not (names_endpoint(flow.source, src.name, src.namespace, src.ref)
                 and names_endpoint(flow.destination, dst.name, dst.namespace, dst.ref)):
             continue
-        flow_ports = PortSet.empty()
-        for text in flow.ports or ("all",):
-            try:
-                flow_ports |= PortSet.parse(text)
-            except ValueError:
-                continue
-        ports |= flow_ports
+        ports |= flow_ports(flow.ports)
         reasons.append(flow.reason or f"{flow.source} -> {flow.destination}")
     return ports, tuple(reasons)
 

@@ -8,7 +8,7 @@ able to ask the same question programmatically.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "PairVerdict",
     "PortSet",
     "Verdict",
+    "flow_ports",
     "names_endpoint",
 ]
 
@@ -51,6 +52,19 @@ def names_endpoint(spec: str, name: str, namespace: str, ref: ResourceRef | None
     if not sep:
         return spec == namespace
     return ns == namespace and rest in (ref.name, f"{ref.kind}/{ref.name}")
+
+
+def flow_ports(texts: Sequence[str]) -> PortSet:
+    """A flow's ports; none listed means every port. Entries that do not parse approve nothing."""
+    if not texts:
+        return PortSet.all()
+    out = PortSet.empty()
+    for text in texts:
+        try:
+            out |= PortSet.parse(text)
+        except ValueError:
+            continue
+    return out
 
 
 @dataclass(frozen=True, slots=True)
