@@ -183,12 +183,12 @@ def _bodies(events: int, offset: int = 0) -> list[bytes]:
     return [event_list(range(first, min(end, first + 400))) for first in range(offset, end, 400)]
 
 
-def _ingest_run(url: str, bodies: list[bytes], events: int, *, review: bool) -> float:
+def _ingest_run(url: str, bodies: list[bytes], events: int, *, review: bool, worker: bool = True) -> float:
     """Events per second through Ingestor + GroupCommitter, the server's own path minus HTTP."""
     from kubepci.auditlog.committer import GroupCommitter
     from kubepci.auditlog.ingest import Ingestor
 
-    committer = GroupCommitter(lambda: open_store(url), max_group_entries=20_000)
+    committer = GroupCommitter(lambda: open_store(url), max_group_entries=20_000, worker_url=url if worker else None)
     committer.start()
     ingestor = Ingestor(review=review)
     began = time.perf_counter()

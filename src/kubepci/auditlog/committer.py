@@ -10,6 +10,11 @@ A failing group is retried job by job, so one batch the database refuses (a pois
 only its own request. A store error closes the store; the next job reopens it (a PostgreSQL
 restart costs the requests in flight a 503, and the sender retries).
 
+With ``worker_url`` the appends themselves run in an :class:`~kubepci.auditlog.store.worker.AppendWorker`
+process, so the store's share of the work no longer competes with the ingest thread for the
+interpreter lock; this thread then only flattens each group and waits. Reads and checkpoints stay
+on this thread's own connection.
+
 The same thread signs a checkpoint every ``checkpoint_every`` new leaves or ``checkpoint_seconds``
 seconds, whichever comes first, and once more when stopped.
 """
@@ -29,6 +34,8 @@ from typing import Any, TypeVar
 from kubepci.auditlog.checkpoint import NoteSigner
 from kubepci.auditlog.envelope import NewEntry
 from kubepci.auditlog.store import TrailStore
+from kubepci.auditlog.store._common import entry_values
+from kubepci.auditlog.store.worker import AppendWorker
 from kubepci.auditlog.trail import Trail
 
 __all__ = ["CommitResult", "CommitStats", "GroupCommitter"]
@@ -85,8 +92,10 @@ class GroupCommitter:
         max_group_entries: int = 20_000,
         on_commit: Callable[[CommitStats], None] | None = None,
         on_checkpoint: Callable[[int], None] | None = None,
+        worker_url: str | None = None,
     ) -> None:
         self._open_store = open_store
+        self._worker = AppendWorker(worker_url) if worker_url is not None else None
         self._signer = signer
         self._origin = origin
         self.checkpoint_every = checkpoint_every
@@ -152,6 +161,8 @@ class GroupCommitter:
     # -- committer thread ------------------------------------------------------------------------
 
     def _store(self) -> Trail:
+        if self._worker is not None and not self._worker.alive:
+            self._worker.start()
         if self._trail is None:
             store = self._open_store()
             defer = getattr(store, "defer_wal_checkpoints", None)
@@ -166,16 +177,24 @@ class GroupCommitter:
             self._checkpoint_at = time.monotonic()
         return self._trail
 
-    def _close(self) -> None:
+    def _close(self, *, worker: bool = False) -> None:
+        """Close this thread's store (reopened by the next job); the worker too if ``worker``.
+
+        A worker that answered an error stays: it reopens its own store for the next request.
+        One that could not be talked to has already closed itself.
+        """
         if self._trail is not None:
             with contextlib.suppress(Exception):
                 self._trail.store.close()
             self._trail = None
+        if worker and self._worker is not None:
+            self._worker.close()
 
     def _run(self, opened: concurrent.futures.Future[None]) -> None:
         try:
             self._store()
         except Exception as exc:
+            self._close(worker=True)
             opened.set_exception(exc)
             return
         opened.set_result(None)
@@ -209,7 +228,7 @@ class GroupCommitter:
                     self._run_call(job)
             self._maybe_checkpoint()
         self._maybe_checkpoint(force=True)
-        self._close()
+        self._close(worker=True)
         self._done.set()
         if self._walker is not None:
             self._walker.join(10)
@@ -224,8 +243,11 @@ class GroupCommitter:
         began = time.perf_counter()
         try:
             trail = self._store()
-            before = trail.store.size()
-            indices = trail.store.append_batch(entries) if entries else []
+            if self._worker is not None:
+                before, indices = self._worker.append_rows([entry_values(entry) for entry in entries])
+            else:
+                before = trail.store.size()
+                indices = trail.store.append_batch(entries) if entries else []
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             _LOG.error("trail append of %d entries failed: %s", len(entries), self.last_error)

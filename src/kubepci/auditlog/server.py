@@ -296,7 +296,10 @@ class IngestServer:
         signer: NoteSigner | None = None,
         ingestor: Ingestor | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
+        append_worker_url: str | None = None,
     ) -> None:
+        """``append_worker_url``: run the store's appends in a worker process on that store (see
+        :mod:`kubepci.auditlog.store.worker`); ``kubepci trail serve`` does."""
         import uvicorn
 
         if settings.client_ca_file is None and sources.uses_certificates and not sources.uses_tokens:
@@ -306,7 +309,7 @@ class IngestServer:
         self.committer = GroupCommitter(
             open_store, signer=signer, checkpoint_every=settings.checkpoint_every,
             checkpoint_seconds=settings.checkpoint_seconds, on_commit=self.metrics.commit,
-            on_checkpoint=self.metrics.checkpoint,
+            on_checkpoint=self.metrics.checkpoint, worker_url=append_worker_url,
         )
         self.app = IngestApp(
             self.committer, ingestor or Ingestor(clock=clock), sources, max_body_bytes=settings.max_body_bytes,

@@ -309,7 +309,7 @@ def serve(store_url: str | None, key_path: Path | None, cert_file: Path, tls_key
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         server = IngestServer(lambda: open_store(url), settings, sources, signer=signer,
-                              ingestor=Ingestor(Reviewer(review)))
+                              ingestor=Ingestor(Reviewer(review)), append_worker_url=url)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if signer is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 from urllib.parse import urlsplit
 
 from kubepci.auditlog.envelope import NewEntry
@@ -107,6 +107,11 @@ class TrailStore(Protocol):
         An entry whose dedupe key is already stored (or repeated earlier in the batch) is not
         appended again: the index of the stored copy is returned instead.
         """
+        ...
+
+    def append_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[int]:
+        """:meth:`append_batch` for entries flattened by ``_common.entry_values`` (plain values only,
+        which is what the append worker process receives)."""
         ...
 
     def size(self) -> int: ...

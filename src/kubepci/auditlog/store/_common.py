@@ -18,13 +18,18 @@ from kubepci.auditlog.store import (
 )
 
 __all__ = [
+    "DEDUPE_KEY",
     "ENTRY_COLUMNS",
+    "LEAF_HASH",
     "MIN_PAYLOAD_RETENTION_DAYS",
+    "RAW",
+    "RECEIVED_AT",
     "SCHEMA_VERSION",
+    "LeafValues",
     "SqlReads",
     "assign_indices",
     "chunked",
-    "entry_row",
+    "entry_values",
     "frontier_positions",
     "plan_nodes",
     "search_where",
@@ -42,16 +47,21 @@ ENTRY_COLUMNS = (
 )
 
 Row = tuple[object, ...]
+#: What a store appends per leaf: the :data:`ENTRY_COLUMNS` after ``seq``, then the raw payload.
+#: Plain bytes, str, int and None only, so a batch crosses to the append worker process as one
+#: ``marshal`` frame (see :mod:`kubepci.auditlog.store.worker`).
+LeafValues = tuple[Any, ...]
+LEAF_HASH, DEDUPE_KEY, RECEIVED_AT, RAW = 0, 2, 5, len(ENTRY_COLUMNS) - 1
 
 
-def entry_row(seq: int, entry: NewEntry) -> Row:
-    """The ``entries`` row of one leaf, in :data:`ENTRY_COLUMNS` order."""
+def entry_values(entry: NewEntry) -> LeafValues:
+    """The :data:`LeafValues` of one entry."""
     env = entry.envelope
     ix = env.index
     return (
-        seq, entry.leaf_hash, entry.envelope_bytes, entry.dedupe_key, env.kind, env.source,
+        entry.leaf_hash, entry.envelope_bytes, entry.dedupe_key, env.kind, env.source,
         env.received_at, ix.event_time or env.received_at, ix.user, ix.verb, ix.resource, ix.namespace,
-        ix.name, ix.code, ix.source_ip, ix.audit_id, ix.stage, ix.event_time, ix.rule, ix.priority,
+        ix.name, ix.code, ix.source_ip, ix.audit_id, ix.stage, ix.event_time, ix.rule, ix.priority, entry.raw,
     )
 
 
@@ -134,22 +144,23 @@ def chunked(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
 
 
 def assign_indices(
-    size: int, entries: Sequence[NewEntry], stored: dict[str, int]
-) -> tuple[list[int], list[NewEntry]]:
-    """Leaf index for each entry (the stored one for a retry) and the entries that are really new.
+    size: int, rows: Sequence[LeafValues], stored: dict[str, int]
+) -> tuple[list[int], list[LeafValues]]:
+    """Leaf index for each row (the stored one for a retry) and the rows that are really new.
 
     ``stored`` maps dedupe keys already in the store to their index; a key repeated within the
     batch gets the index of its first occurrence.
     """
     seen = dict(stored)
     indices: list[int] = []
-    fresh: list[NewEntry] = []
-    for entry in entries:
-        index = seen.get(entry.dedupe_key)
+    fresh: list[LeafValues] = []
+    for row in rows:
+        key = row[DEDUPE_KEY]
+        index = seen.get(key)
         if index is None:
             index = size + len(fresh)
-            seen[entry.dedupe_key] = index
-            fresh.append(entry)
+            seen[key] = index
+            fresh.append(row)
         indices.append(index)
     return indices, fresh
 

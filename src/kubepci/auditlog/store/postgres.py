@@ -29,12 +29,17 @@ from kubepci.auditlog.store import (
     StoreError,
 )
 from kubepci.auditlog.store._common import (
+    DEDUPE_KEY,
     ENTRY_COLUMNS,
+    LEAF_HASH,
     MIN_PAYLOAD_RETENTION_DAYS,
+    RAW,
+    RECEIVED_AT,
     SCHEMA_VERSION,
+    LeafValues,
     SqlReads,
     assign_indices,
-    entry_row,
+    entry_values,
     frontier_positions,
     plan_nodes,
 )
@@ -291,7 +296,11 @@ class PostgresStore(SqlReads):
     # -- appending -------------------------------------------------------------------------------
 
     def append_batch(self, entries: Sequence[NewEntry]) -> list[int]:
-        if not entries:
+        return self.append_rows([entry_values(entry) for entry in entries])
+
+    def append_rows(self, rows: Sequence[LeafValues]) -> list[int]:
+        """:meth:`append_batch` for entries already flattened by :func:`entry_values`."""
+        if not rows:
             return []
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
@@ -300,18 +309,18 @@ class PostgresStore(SqlReads):
                 if head is None:
                     raise StoreError("PostgreSQL trail has no log_head row")
                 size = int(head[0])
-                keys = sorted({e.dedupe_key for e in entries})
+                keys = sorted({row[DEDUPE_KEY] for row in rows})
                 cur.execute("SELECT dedupe_key, seq FROM entries WHERE dedupe_key = ANY(%s)", (keys,))
                 stored = {str(key): int(seq) for key, seq in cur.fetchall()}
-                indices, fresh = assign_indices(size, entries, stored)
+                indices, fresh = assign_indices(size, rows, stored)
                 if fresh:
-                    nodes = plan_nodes(size, self._frontier(cur, size), [e.leaf_hash for e in fresh])
+                    nodes = plan_nodes(size, self._frontier(cur, size), [row[LEAF_HASH] for row in fresh])
                     with cur.copy(f"COPY entries ({', '.join(ENTRY_COLUMNS)}) FROM STDIN".encode()) as copy:
-                        for offset, entry in enumerate(fresh):
-                            copy.write_row(entry_row(size + offset, entry))
+                        for offset, row in enumerate(fresh):
+                            copy.write_row((size + offset, *row[:RAW]))
                     with cur.copy(b"COPY payloads (seq, received_at, raw) FROM STDIN") as copy:
-                        for offset, entry in enumerate(fresh):
-                            copy.write_row((size + offset, entry.envelope.received_at, entry.raw))
+                        for offset, row in enumerate(fresh):
+                            copy.write_row((size + offset, row[RECEIVED_AT], row[RAW]))
                     with cur.copy(b"COPY nodes (level, idx, hash) FROM STDIN") as copy:
                         for node in nodes:
                             copy.write_row(node)

@@ -26,13 +26,18 @@ from kubepci.auditlog.store import (
     StoreError,
 )
 from kubepci.auditlog.store._common import (
+    DEDUPE_KEY,
     ENTRY_COLUMNS,
+    LEAF_HASH,
     MIN_PAYLOAD_RETENTION_DAYS,
+    RAW,
+    RECEIVED_AT,
     SCHEMA_VERSION,
+    LeafValues,
     SqlReads,
     assign_indices,
     chunked,
-    entry_row,
+    entry_values,
     frontier_positions,
     plan_nodes,
 )
@@ -212,20 +217,24 @@ class SqliteStore(SqlReads):
         return frontier
 
     def append_batch(self, entries: Sequence[NewEntry]) -> list[int]:
-        if not entries:
+        return self.append_rows([entry_values(entry) for entry in entries])
+
+    def append_rows(self, rows: Sequence[LeafValues]) -> list[int]:
+        """:meth:`append_batch` for entries already flattened by :func:`entry_values`."""
+        if not rows:
             return []
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
                 size = self._size_locked()
-                indices, fresh = assign_indices(size, entries, self._stored_keys([e.dedupe_key for e in entries]))
+                indices, fresh = assign_indices(size, rows, self._stored_keys([row[DEDUPE_KEY] for row in rows]))
                 if fresh:
-                    nodes = plan_nodes(size, self._frontier(size), [e.leaf_hash for e in fresh])
-                    db.executemany(_ENTRY_INSERT, [entry_row(size + i, e) for i, e in enumerate(fresh)])
+                    nodes = plan_nodes(size, self._frontier(size), [row[LEAF_HASH] for row in fresh])
+                    db.executemany(_ENTRY_INSERT, [(size + i, *row[:RAW]) for i, row in enumerate(fresh)])
                     db.executemany(
                         "INSERT INTO payloads (seq, received_at, raw) VALUES (?, ?, ?)",
-                        [(size + i, e.envelope.received_at, e.raw) for i, e in enumerate(fresh)],
+                        [(size + i, row[RECEIVED_AT], row[RAW]) for i, row in enumerate(fresh)],
                     )
                     db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
                 db.execute("COMMIT")
