@@ -9,12 +9,14 @@ belongs to :class:`kubepci.auditlog.rules.Reviewer`.
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from fnmatch import fnmatchcase
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from kubepci.auditlog.rules_data import (
     CHECKS,
@@ -44,6 +46,7 @@ WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollectio
 _READ_VERBS = frozenset({"get", "list", "watch"})
 _ROLE_RESOURCES = frozenset({"roles", "clusterroles"})
 _BINDING_RESOURCES = frozenset({"rolebindings", "clusterrolebindings"})
+_RBAC_RESOURCES = _ROLE_RESOURCES | _BINDING_RESOURCES
 _ADMISSION_RESOURCES = frozenset(
     {
         "mutatingwebhookconfigurations",
@@ -88,6 +91,8 @@ _ACTIVITY = {
 
 
 def as_map(value: object) -> Mapping[str, Any]:
+    if type(value) is dict:  # what JSON parsing gives; the ABC check below costs ten times more
+        return value
     return value if isinstance(value, Mapping) else {}
 
 
@@ -96,12 +101,28 @@ def as_seq(value: object) -> Sequence[Any]:
 
 
 def as_str(value: object) -> str:
-    return value if isinstance(value, str) else ""
+    return value if type(value) is str or isinstance(value, str) else ""
+
+
+@functools.lru_cache(maxsize=256)
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """``value`` equals one of ``patterns`` or matches it as a :func:`fnmatch.fnmatchcase` glob,
+    with every glob compiled into one regular expression once."""
+    exact = frozenset(patterns)
+    if not patterns:
+        return lambda _value: False
+    glob = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
+    return lambda value: value in exact or glob(value) is not None
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    return tuple(g for g in as_seq(value) if isinstance(g, str))
 
 
 def matches_any(value: str, patterns: Sequence[str] | frozenset[str]) -> bool:
     """True when ``value`` equals or glob-matches one of ``patterns``."""
-    return any(value == p or fnmatchcase(value, p) for p in patterns)
+    key = tuple(sorted(patterns)) if isinstance(patterns, frozenset) else tuple(patterns)
+    return _matcher(key)(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,36 +155,42 @@ class AuditEvent:
         """None for anything that is not an audit Event (e.g. Falco's ``{"kind": 0}`` trace). Items of
         the apiserver's webhook EventList carry no kind (Go omits TypeMeta in list items): they are
         Events."""
-        if raw.get("kind", "Event") != "Event" or not isinstance(raw.get("stage"), str):
+        get = raw.get
+        stage = get("stage")
+        if get("kind", "Event") != "Event" or not isinstance(stage, str):
             return None
-        user, imp, ref = as_map(raw.get("user")), raw.get("impersonatedUser"), as_map(raw.get("objectRef"))
-        status = as_map(raw.get("responseStatus"))
-        code = status.get("code")
-        request_meta = as_map(as_map(raw.get("requestObject")).get("metadata"))
-        name = ref.get("name") or as_map(as_map(raw.get("responseObject")).get("metadata")).get("name")
+        user, imp, ref = as_map(get("user")), as_map(get("impersonatedUser")), as_map(get("objectRef"))
+        code = as_map(get("responseStatus")).get("code")
+        request_object = get("requestObject")
+        request_meta = as_map(as_map(request_object).get("metadata"))
+        name = ref.get("name") or as_map(as_map(get("responseObject")).get("metadata")).get("name")
         name = name or request_meta.get("name")
-        source_ips = [ip for ip in as_seq(raw.get("sourceIPs")) if isinstance(ip, str)]
-        stamp = raw.get("stageTimestamp") or raw.get("requestReceivedTimestamp") or raw.get("timestamp")
+        source_ip = None
+        for ip in reversed(as_seq(get("sourceIPs"))):  # only the last hop is trustworthy
+            if isinstance(ip, str):
+                source_ip = ip
+                break
+        stamp = get("stageTimestamp") or get("requestReceivedTimestamp") or get("timestamp")
         return cls(
-            stage=raw["stage"],
-            verb=as_str(raw.get("verb")),
-            audit_id=as_str(raw.get("auditID")) or None,
+            stage=stage,
+            verb=as_str(get("verb")),
+            audit_id=as_str(get("auditID")) or None,
             username=as_str(user.get("username")),
-            groups=tuple(g for g in as_seq(user.get("groups")) if isinstance(g, str)),
-            impersonated_user=as_str(as_map(imp).get("username")) or None,
-            impersonated_groups=tuple(g for g in as_seq(as_map(imp).get("groups")) if isinstance(g, str)),
-            source_ip=source_ips[-1] if source_ips else None,  # only the last hop is trustworthy
-            user_agent=as_str(raw.get("userAgent")),
+            groups=_strings(user.get("groups")),
+            impersonated_user=as_str(imp.get("username")) or None,
+            impersonated_groups=_strings(imp.get("groups")),
+            source_ip=source_ip,
+            user_agent=as_str(get("userAgent")),
             resource=as_str(ref.get("resource")),
             subresource=as_str(ref.get("subresource")),
             api_group=as_str(ref.get("apiGroup")),
             namespace=as_str(ref.get("namespace")) or None,
             name=name if isinstance(name, str) and name else None,
             generate_name=as_str(request_meta.get("generateName")),
-            code=code if isinstance(code, int) and not isinstance(code, bool) else None,
-            request_uri=as_str(raw.get("requestURI")),
-            annotations=as_map(raw.get("annotations")),
-            request_object=raw.get("requestObject"),
+            code=code if type(code) is int else None,
+            request_uri=as_str(get("requestURI")),
+            annotations=as_map(get("annotations")),
+            request_object=request_object,
             timestamp=parse_time(stamp),
         )
 
@@ -228,12 +255,19 @@ def cde_alert(check: str, ev: AuditEvent, ctx: ReviewContext, message: str) -> A
 Check = Callable[[AuditEvent, ReviewContext], Iterator[Alert]]
 
 
+def _uri_parts(uri: str) -> tuple[str, str]:
+    """Path and query of a request URI as the API server logs it (path and query, no scheme or
+    host). Split by hand: ``urlsplit`` reads ``//[x`` as a host and raises on it."""
+    path, _, rest = uri.partition("?")
+    return path.partition("#")[0], rest.partition("#")[0]
+
+
 def _exec_attach(ev: AuditEvent, ctx: ReviewContext) -> Iterator[Alert]:
     if ev.resource != "pods" or ev.subresource not in ("exec", "attach") or ev.verb not in ("create", "get"):
         return
     if ev.code is not None and ev.code >= 400:
         return
-    command = " ".join(parse_qs(urlsplit(ev.request_uri).query).get("command", []))
+    command = " ".join(parse_qs(_uri_parts(ev.request_uri)[1]).get("command", []))
     detail = f" running {command!r}" if command else ""
     yield cde_alert(
         "D01.exec_attach", ev, ctx, f"{ev.username} opened {ev.subresource} into pod {ev.where}{detail}"
@@ -286,7 +320,7 @@ def _role_rules(ev: AuditEvent) -> tuple[set[str], set[str]] | None:
 
 
 def _rbac(ev: AuditEvent, ctx: ReviewContext) -> Iterator[Alert]:
-    if ev.api_group not in ("", "rbac.authorization.k8s.io"):
+    if ev.resource not in _RBAC_RESOURCES or ev.api_group not in ("", "rbac.authorization.k8s.io"):
         return
     kind = ev.resource.removesuffix("s")
     did = f"{ev.username} {PAST.get(ev.verb, ev.verb)} {kind} {ev.where}"
@@ -328,8 +362,7 @@ def _rbac(ev: AuditEvent, ctx: ReviewContext) -> Iterator[Alert]:
     ):
         yield user_alert("D06.system_role_changed", ev, f"{did} (built-in system role)")
     elif (
-        ev.resource in _ROLE_RESOURCES | _BINDING_RESOURCES
-        and ev.verb in ("update", "patch")
+        ev.verb in ("update", "patch")
         and ev.succeeded
         and not matches_any(ev.username, ctx.trusted_system_users)
     ):
@@ -366,10 +399,9 @@ def _credentials(ev: AuditEvent, ctx: ReviewContext) -> Iterator[Alert]:
 
 
 def _identity(ev: AuditEvent, ctx: ReviewContext) -> Iterator[Alert]:
-    path = urlsplit(ev.request_uri).path
-    health = any(path == p or path.startswith(p + "/") for p in _HEALTH_PATHS)
     if ev.username == "system:anonymous" and ev.annotations.get("authorization.k8s.io/decision") == "allow":
-        if not health:
+        path = _uri_parts(ev.request_uri)[0]
+        if not any(path == p or path.startswith(p + "/") for p in _HEALTH_PATHS):
             yield user_alert("D08.anonymous_allowed", ev, f"anonymous {ev.verb} {ev.request_uri} was allowed")
     if ev.impersonated_user:
         masters = "system:masters" in ev.impersonated_groups or ev.impersonated_user in ctx.admin_usernames
@@ -378,21 +410,27 @@ def _identity(ev: AuditEvent, ctx: ReviewContext) -> Iterator[Alert]:
         yield user_alert("D11.impersonation", ev, message, Priority.WARNING if masters else None)
     if not ev.username:
         return
-    action = f"{ev.verb} {ev.target or ev.request_uri} {ev.where if ev.resource else ''}".rstrip()
-    if not ev.is_system_user and ev.username in ctx.admin_usernames:
-        yield user_alert("D12.admin_activity", ev, f"default admin account {ev.username}: {action}")
-    elif "system:masters" in ev.groups:
-        yield user_alert("D12.masters_group", ev, f"system:masters member {ev.username}: {action}")
-    if (
+    admin = not ev.is_system_user and ev.username in ctx.admin_usernames
+    masters = not admin and "system:masters" in ev.groups
+    unknown = (
         ctx.allowed_users is not None
         and not ev.is_system_user
         and not matches_any(ev.username, ctx.allowed_users)
-    ):
+    )
+    if not (admin or masters or unknown):
+        return
+    action = f"{ev.verb} {ev.target or ev.request_uri} {ev.where if ev.resource else ''}".rstrip()
+    if admin:
+        yield user_alert("D12.admin_activity", ev, f"default admin account {ev.username}: {action}")
+    elif masters:
+        yield user_alert("D12.masters_group", ev, f"system:masters member {ev.username}: {action}")
+    if unknown:
         yield user_alert("D12.user_not_allowed", ev, f"{ev.username} is not an allowed user: {action}")
 
 
 def _control_plane(ev: AuditEvent, ctx: ReviewContext) -> Iterator[Alert]:
-    if ev.resource in _ADMISSION_RESOURCES and ev.verb in WRITE_VERBS and ev.succeeded:
+    write = ev.verb in WRITE_VERBS and ev.succeeded
+    if write and ev.resource in _ADMISSION_RESOURCES:
         own = ev.name in ctx.own_webhook_names
         note = " (kubepci's own admission control)" if own else ""
         yield user_alert(
@@ -401,9 +439,10 @@ def _control_plane(ev: AuditEvent, ctx: ReviewContext) -> Iterator[Alert]:
             f"{ev.username} {PAST.get(ev.verb, ev.verb)} {ev.resource.removesuffix('s')} {ev.where}{note}",
             Priority.CRITICAL if own else None,
         )
-    pipeline = ctx.trail_namespaces | ctx.falco_namespaces
-    routine = matches_any(ev.username, (*ctx.trusted_system_users, f"system:serviceaccount:{ev.namespace}:*"))
-    if ev.verb in WRITE_VERBS and ev.succeeded and not routine and ev.subresource != "status":
+    if write and ev.subresource != "status" and not matches_any(
+        ev.username, (*ctx.trusted_system_users, f"system:serviceaccount:{ev.namespace}:*")
+    ):
+        pipeline = ctx.trail_namespaces | ctx.falco_namespaces
         inside = ev.namespace in pipeline and ev.resource not in ("events", "leases")
         if inside or (ev.resource == "namespaces" and ev.name in pipeline and ev.verb != "create"):
             yield user_alert(
@@ -417,8 +456,10 @@ def _control_plane(ev: AuditEvent, ctx: ReviewContext) -> Iterator[Alert]:
                 ev,
                 f"{ev.username} deleted events in {ev.namespace or 'all namespaces'}",
             )
-    for key, value in sorted(ev.annotations.items()):
-        if key.startswith("failed-open.") and ".webhook.admission.k8s.io/" in key:
+    failed_open = [key for key in ev.annotations if key.startswith("failed-open.")]
+    for key in sorted(failed_open):
+        if ".webhook.admission.k8s.io/" in key:
+            value = ev.annotations[key]
             own = isinstance(value, str) and value in ctx.own_webhook_names
             yield user_alert(
                 "D22.webhook_failed_open",

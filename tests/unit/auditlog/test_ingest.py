@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kubepci.auditlog import ingest
 from kubepci.auditlog.events import SilenceMonitor, admission_entry, scan_entry, waiver_entry
-from kubepci.auditlog.ingest import IngestError, Ingestor, split_event_list, split_falco
+from kubepci.auditlog.ingest import IngestError, Ingestor, split_compact, split_event_list, split_falco
 
 AT = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 DEMO = Path("../shared/testdata/audit2rbac/demo.log")
@@ -44,6 +45,72 @@ def test_items_are_sliced_byte_exact_whatever_the_spacing_and_text(
     assert members == {"apiVersion": "audit.k8s.io/v1", "kind": "EventList"}
     assert [item.raw for item in sliced] == expected
     assert [item.value for item in sliced] == [json.loads(raw) for raw in expected]
+
+
+def _go_json(value: Any) -> bytes:
+    """Compact JSON escaped as Go's encoding/json writes it (HTML characters, U+2028/9, \\u00XX)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
+                          ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text.encode("utf-8")
+
+
+_TEXTY = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+    | st.text(st.sampled_from("ab &<>\"\\\n\t\x01\u2028\u00e9\U0001f600/"), max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text("kx&", max_size=3), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(_TEXTY, max_size=5), st.sampled_from(["go", "plain", "spaced"]), st.booleans())
+def test_the_compact_fast_path_agrees_with_the_careful_split(values: list[Any], style: str, newline: bool) -> None:
+    """Whatever the writer, both paths give the same members, exact bytes and values; the fast
+    one is taken for Go's and orjson's compact output and never for anything else."""
+    def encode(value: Any) -> bytes:
+        if style == "go":
+            return _go_json(value)
+        separators = (",", ":") if style == "plain" else (", ", ": ")
+        return json.dumps(value, ensure_ascii=False, separators=separators).encode("utf-8")
+
+    doc = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {"resourceVersion": "<1&2>"},
+           "items": values}
+    body = encode(doc) + (b"\n" if newline else b"")
+    careful = ingest._split_event_list_text(body)
+    fast = split_compact(body)
+    assert (fast is not None) == (style != "spaced"), f"{style} body: fast path {'missed' if fast is None else 'taken'}"
+    if fast is not None:
+        assert fast[0] == careful[0]
+        assert [i.raw for i in fast[1]] == [i.raw for i in careful[1]]
+        assert [i.value for i in fast[1]] == [i.value for i in careful[1]]
+    assert [i.raw for i in split_event_list(body)[1]] == [encode(v) for v in values]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        HEAD + b'{"a":1},{"a":2}]}',  # a valid compact body: the only one here that takes the fast path
+        HEAD + b'{"a":1}, {"a":2}]}',  # a space between items
+        HEAD + b'{"a":-0}]}',  # -0 parses to 0, which orjson writes as 0
+        HEAD + b'{"a":1.0e2}]}',  # another float spelling
+        HEAD + b'{"a":1,"a":2}]}',  # a duplicate key
+        HEAD + b'{"a":"\\u0041"}]}',  # an escape nobody needs
+        HEAD + b'{"a":"&\\u0026"}]}',  # Go's escape and a raw & in one body
+        HEAD + b'{"a":184467440737095516160}]}',  # beyond 64 bits
+        HEAD + b'{"a":1}],"items":[]}',  # two items members
+    ],
+)
+def test_anything_but_the_exact_compact_form_takes_the_careful_path(body: bytes) -> None:
+    fast = split_compact(body)
+    assert (fast is not None) == (body == HEAD + b'{"a":1},{"a":2}]}')
+    if fast is None:
+        try:
+            careful = ingest._split_event_list_text(body)
+        except IngestError:
+            return
+        assert split_event_list(body) == careful
 
 
 def test_demo_log_lines_come_back_exactly() -> None:
