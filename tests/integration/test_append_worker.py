@@ -3,6 +3,7 @@ happened, and a child that never outlives its parent."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -18,15 +19,14 @@ from kubepci.auditlog import merkle
 from kubepci.auditlog.checkpoint import NoteSigner
 from kubepci.auditlog.committer import GroupCommitter
 from kubepci.auditlog.envelope import format_time
-from kubepci.auditlog.store import StoreError
-from kubepci.auditlog.store._common import LEAF_HASH, entry_values
+from kubepci.auditlog.store import SearchQuery, StoreError, open_store
+from kubepci.auditlog.store._common import entry_values, values_from_envelope
 from kubepci.auditlog.store.worker import AppendWorker
 from kubepci.auditlog.trail import Trail
 from tests.integration.conftest import Backend
 from tests.integration.events import k8s_entries
 
 NOW = format_time(dt.datetime.now(dt.UTC))
-ENVELOPE = LEAF_HASH + 1
 
 
 @pytest.fixture
@@ -37,49 +37,64 @@ def worker(backend: Backend) -> Iterator[AppendWorker]:
     started.close()
 
 
-def test_worker_appends_the_same_tree_and_dedupes_retries(backend: Backend, worker: AppendWorker) -> None:
+def test_worker_appends_the_same_rows_and_dedupes_retries(backend: Backend, worker: AppendWorker,
+                                                          tmp_path: Path) -> None:
     entries = k8s_entries(300, NOW)
-    rows = [entry_values(entry) for entry in entries]
     tree = merkle.MemoryTree()
     position = 0
     for width in (1, 7, 128, 64, 100):
-        before, indices = worker.append_rows(rows[position : position + width])
+        before, indices = worker.append(entries[position : position + width])
         assert (before, indices) == (position, list(range(position, position + width)))
         tree.extend(entry.leaf_hash for entry in entries[position : position + width])
         position += width
     # a retry of stored leaves gets their indices back and appends nothing
-    assert worker.append_rows(rows[5:10] + rows[:2]) == (300, [5, 6, 7, 8, 9, 0, 1])
-    with backend.open() as store:
-        assert store.size() == 300
-        assert merkle.root_hash(store, 300) == tree.root()
-        stored = store.entry(123)
-        assert (stored.envelope, stored.raw) == (entries[123].envelope_bytes, entries[123].raw)
+    assert worker.append(entries[5:10] + entries[:2]) == (300, [5, 6, 7, 8, 9, 0, 1])
+    # the rows the worker derived from envelopes are the rows an in-process append writes
+    with open_store(f"sqlite://{tmp_path}/reference.db") as reference:
+        reference.append_batch(entries)
+        with backend.open() as store:
+            assert store.size() == 300
+            assert merkle.root_hash(store, 300) == tree.root()
+            for index in (0, 123, 299):
+                assert store.entry(index) == reference.entry(index)
+            for query in (SearchQuery(user="alice@example.com"), SearchQuery(resource="pods", outcome="failure"),
+                          SearchQuery(namespace="vault", since="2000-01-01T00:00:00.000000Z")):
+                assert store.search(query) == reference.search(query)
+                assert store.search(query)
+            assert store.find_by_dedupe(entries[77].dedupe_key) == 77
 
 
-def test_a_refused_row_is_an_error_and_the_next_request_is_served(backend: Backend, worker: AppendWorker) -> None:
-    good, bad = (entry_values(entry) for entry in k8s_entries(2, NOW))
-    broken = (bad[LEAF_HASH], None, *bad[ENVELOPE + 1 :])  # the schema wants an envelope
-    with pytest.raises(StoreError, match="append failed") as refused:
-        worker.append_rows([good, broken])
-    assert "envelope" in str(refused.value)
+def test_values_from_envelope_are_the_in_process_values() -> None:
+    for entry in k8s_entries(50, NOW):
+        assert values_from_envelope(entry.envelope_bytes, entry.raw) == entry_values(entry)
+
+
+def test_a_refused_batch_is_an_error_and_the_next_request_is_served(backend: Backend, worker: AppendWorker) -> None:
+    good, bad = k8s_entries(2, NOW)
+    # the database refuses text in the integer column the index's code goes to
+    poison = dataclasses.replace(bad, envelope_bytes=bad.envelope_bytes.replace(b'"code":', b'"code":"x",' b'"y":', 1))
+    with pytest.raises(StoreError, match="append failed"):
+        worker.append([good, poison])
     assert worker.alive, "an answered error must not cost the worker"
-    assert worker.append_rows([good, bad]) == (0, [0, 1]), "nothing of the refused batch was kept"
+    with pytest.raises(StoreError, match="JSONDecodeError"):
+        worker.append([good, dataclasses.replace(bad, envelope_bytes=b"{not json")])
+    assert worker.append([good, bad]) == (0, [0, 1]), "nothing of the refused batches was kept"
 
 
 def test_a_killed_worker_is_reported_and_a_new_one_continues(backend: Backend, worker: AppendWorker) -> None:
-    rows = [entry_values(entry) for entry in k8s_entries(20, NOW)]
-    assert worker.append_rows(rows[:10])[1] == list(range(10))
+    rows = k8s_entries(20, NOW)
+    assert worker.append(rows[:10])[1] == list(range(10))
     proc = worker._proc
     assert proc is not None
     proc.kill()
     proc.wait()
     with pytest.raises(StoreError, match=r"exited with code -9"):
-        worker.append_rows(rows[10:])
+        worker.append(rows[10:])
     assert not worker.alive
     with pytest.raises(StoreError, match="not running"):
-        worker.append_rows(rows[10:])
+        worker.append(rows[10:])
     assert worker.start() == 10
-    assert worker.append_rows(rows[10:]) == (10, list(range(10, 20)))
+    assert worker.append(rows[10:]) == (10, list(range(10, 20)))
 
 
 def test_the_store_url_is_not_on_the_worker_command_line(tmp_path: Path) -> None:

@@ -34,7 +34,6 @@ from typing import Any, TypeVar
 from kubepci.auditlog.checkpoint import NoteSigner
 from kubepci.auditlog.envelope import NewEntry
 from kubepci.auditlog.store import TrailStore
-from kubepci.auditlog.store._common import entry_values
 from kubepci.auditlog.store.worker import AppendWorker
 from kubepci.auditlog.trail import Trail
 
@@ -244,7 +243,7 @@ class GroupCommitter:
         try:
             trail = self._store()
             if self._worker is not None:
-                before, indices = self._worker.append_rows([entry_values(entry) for entry in entries])
+                before, indices = self._worker.append(entries)
             else:
                 before = trail.store.size()
                 indices = trail.store.append_batch(entries) if entries else []

@@ -77,15 +77,35 @@ _JCS_SUBSET = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=("
 
 
 def _jcs_subset(value: object) -> bool:
-    if value is None or isinstance(value, str | bool):
-        return True
-    if isinstance(value, int):
-        return -_SAFE_INT < value < _SAFE_INT
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and k.isascii() and _jcs_subset(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_jcs_subset(v) for v in value)
-    return False
+    """True for documents of objects with ASCII keys, arrays, strings, safe integers, booleans and
+    null (subclasses too). Iterative, with exact-type checks first: this runs for every record."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is dict:
+            for key, member in item.items():  # type: ignore[attr-defined]
+                if type(key) is not str or not key.isascii():
+                    if not (isinstance(key, str) and key.isascii()):
+                        return False
+                if type(member) is not str and member is not None:
+                    stack.append(member)
+        elif kind is list:
+            stack.extend(item)  # type: ignore[arg-type]
+        elif isinstance(item, bool) or isinstance(item, str):
+            continue
+        elif isinstance(item, int):
+            if not -_SAFE_INT < item < _SAFE_INT:
+                return False
+        elif isinstance(item, dict):
+            stack.append(dict(item))
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            return False
+    return True
 
 
 def _canonical_known(value: dict[str, Any] | list[Any]) -> bytes:

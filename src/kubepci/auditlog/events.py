@@ -91,6 +91,7 @@ def alert_entry(
     The record holds only facts of the finding, so the same event reviewed again (a retried
     delivery after a crash) yields byte-identical raw and is recognised as already stored.
     """
+    timestamp = _iso(alert.timestamp)
     record = {
         "type": "review-alert",
         "rule_id": alert.rule_id,
@@ -107,13 +108,13 @@ def alert_entry(
         "namespace": alert.namespace,
         "name": alert.name,
         "source_ip": alert.source_ip,
-        "timestamp": _iso(alert.timestamp),
+        "timestamp": timestamp,
         "event_source": event_source,
         "event_sha256": event_sha256,
     }
     index = IndexFields(
         user=alert.user, verb=alert.verb, resource=alert.resource, namespace=alert.namespace, name=alert.name,
-        source_ip=alert.source_ip, audit_id=alert.audit_id, event_time=_iso(alert.timestamp),
+        source_ip=alert.source_ip, audit_id=alert.audit_id, event_time=timestamp,
         rule=alert.check, priority=alert.priority.label,
     )
     return record_entry("alert", record, source=REVIEW_SOURCE, received_at=received_at, index=_bounded(index))
@@ -122,11 +123,15 @@ def alert_entry(
 def _bounded(index: IndexFields) -> IndexFields:
     """Index text comes from events; keep it within what the envelope builders accept."""
     values = {name: getattr(index, name) for name in INDEX_FIELDS}
+    changed = False
     for name, value in values.items():
         if isinstance(value, str):
+            if value and len(value) <= 1024 and value.isascii() and "\x00" not in value:
+                continue  # the common case: nothing to cut, replace or escape
             text = value[:1024].replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
             values[name] = text.encode("utf-8", "backslashreplace").decode("utf-8") or None
-    return IndexFields(**values)
+            changed = True
+    return IndexFields(**values) if changed else index
 
 
 # -- admission decisions --------------------------------------------------------------------------

@@ -6,8 +6,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
-from kubepci.auditlog.envelope import NewEntry
-from kubepci.auditlog.merkle import nodes_completed_by_append
+import orjson
+
+from kubepci.auditlog.envelope import NewEntry, dedupe_key
+from kubepci.auditlog.merkle import leaf_hash, nodes_completed_by_append
 from kubepci.auditlog.store import (
     CheckpointRecord,
     EntryNotFoundError,
@@ -33,6 +35,7 @@ __all__ = [
     "frontier_positions",
     "plan_nodes",
     "search_where",
+    "values_from_envelope",
 ]
 
 SCHEMA_VERSION = "1"
@@ -52,6 +55,28 @@ Row = tuple[object, ...]
 #: ``marshal`` frame (see :mod:`kubepci.auditlog.store.worker`).
 LeafValues = tuple[Any, ...]
 LEAF_HASH, DEDUPE_KEY, RECEIVED_AT, RAW = 0, 2, 5, len(ENTRY_COLUMNS) - 1
+
+
+def values_from_envelope(envelope: bytes, raw: bytes) -> LeafValues:
+    """The :data:`LeafValues` of an entry from its envelope bytes and raw payload alone.
+
+    This is how the append worker gets its rows: two bytes objects per entry cross the pipe
+    instead of twenty values, which took the ingest process 4 us an event to flatten and
+    marshal. The worker re-reads the index from the envelope and recomputes the leaf hash and
+    dedupe key with the one definition of each, so what it stores always matches the bytes that
+    are hashed into the tree.
+    """
+    doc = orjson.loads(envelope)
+    ix = doc["index"]
+    get = ix.get
+    source, received_at, event_time = doc["source"], doc["received_at"], get("event_time")
+    audit_id, stage = get("audit_id"), get("stage")
+    return (
+        leaf_hash(envelope), envelope, dedupe_key(source, audit_id, stage, doc["payload_sha256"], event_time),
+        doc["kind"], source, received_at, event_time or received_at, get("user"), get("verb"), get("resource"),
+        get("namespace"), get("name"), get("code"), get("source_ip"), audit_id, stage, event_time, get("rule"),
+        get("priority"), raw,
+    )
 
 
 def entry_values(entry: NewEntry) -> LeafValues:

@@ -5,16 +5,17 @@ Why: ingesting an audit event is Python work (split, envelope, review) plus the 
 interpreter lock: ``sqlite3`` lets go of it around each row's step but takes it back for the next
 row, so the commit thread and the ingest thread mostly took turns, and ingest ran at the sum of
 the two costs rather than the larger one. Here a child process owns the write connection; the
-server sends each group commit as one frame of plain values (:func:`~._common.entry_values`) and
-waits for the leaf indices without holding the lock.
+server sends each group commit as one frame of bytes and waits for the leaf indices without
+holding the lock.
 
 The protocol, on the child's stdin and stdout, is frames of a 4-byte little-endian length and a
 ``marshal`` body:
 
 * first the store URL goes to the child (not on its command line, where ``ps`` would show a
   PostgreSQL password), which answers ``("ready", size)`` or ``("error", message)``;
-* then each request is a list of rows and the answer ``("ok", size_before, indices)`` or
-  ``("error", message)``.
+* then each request is a list of ``(envelope bytes, raw payload)`` pairs, one per entry, and the
+  answer ``("ok", size_before, indices)`` or ``("error", message)``. The child derives the row
+  from the envelope (:func:`~._common.values_from_envelope`).
 
 The child ends at EOF on its stdin: when the server closes it, or when the server dies. It ignores
 SIGINT and SIGTERM, so a Ctrl-C or a service stop that signals the whole process group lets the
@@ -36,8 +37,8 @@ import threading
 from collections.abc import Sequence
 from typing import IO, Any
 
+from kubepci.auditlog.envelope import NewEntry
 from kubepci.auditlog.store import StoreError
-from kubepci.auditlog.store._common import LeafValues
 
 __all__ = ["AppendWorker", "main"]
 
@@ -92,9 +93,9 @@ class AppendWorker:
             raise StoreError(str(reply[1]))
         return int(reply[1])
 
-    def append_rows(self, rows: Sequence[LeafValues]) -> tuple[int, list[int]]:
-        """``(size before, leaf index of each row)`` once the child's transaction committed."""
-        reply = self._call(list(rows))
+    def append(self, entries: Sequence[NewEntry]) -> tuple[int, list[int]]:
+        """``(size before, leaf index of each entry)`` once the child's transaction committed."""
+        reply = self._call([(entry.envelope_bytes, entry.raw) for entry in entries])
         if reply[0] != "ok":
             raise StoreError(str(reply[1]))
         return int(reply[1]), list(reply[2])
@@ -143,6 +144,7 @@ def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> int:
     """The child's loop. After a failed append the store is reopened for the next request, as the
     in-process committer does: a PostgreSQL connection lost to a server restart comes back."""
     from kubepci.auditlog.store import TrailStore, open_store
+    from kubepci.auditlog.store._common import values_from_envelope
 
     def opened(url: str) -> TrailStore:
         store = open_store(url)
@@ -165,10 +167,11 @@ def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> int:
     try:
         while True:
             try:
-                rows = _read_frame(stdin)
+                pairs = _read_frame(stdin)
             except EOFError:
                 return 0
             try:
+                rows = [values_from_envelope(envelope, raw) for envelope, raw in pairs]
                 if store is None:
                     store = opened(url)
                 size = store.size()
