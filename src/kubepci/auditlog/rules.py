@@ -29,8 +29,15 @@ from kubepci.auditlog.rules_data import (
     ReviewContext,
     parse_time,
 )
-from kubepci.auditlog.rules_k8s import COMPLETE_CHECKS, STARTED_CHECKS, AuditEvent, Check, user_alert
-from kubepci.auditlog.rules_workload import WORKLOAD_CHECKS
+from kubepci.auditlog.rules_k8s import (
+    CHECK_RESOURCES,
+    COMPLETE_CHECKS,
+    STARTED_CHECKS,
+    AuditEvent,
+    Check,
+    user_alert,
+)
+from kubepci.auditlog.rules_workload import WORKLOAD_CHECKS, WORKLOAD_RESOURCES
 
 __all__ = [
     "CHECKS",
@@ -54,11 +61,27 @@ _STAGE_CHECKS: Mapping[str, tuple[Check, ...]] = {
     "ResponseStarted": STARTED_CHECKS,
     "ResponseComplete": STARTED_CHECKS + COMPLETE_CHECKS + WORKLOAD_CHECKS,
 }
+_RESOURCES: Mapping[Check, frozenset[str]] = {**CHECK_RESOURCES, **WORKLOAD_RESOURCES}
+
+
+def _by_resource(checks: tuple[Check, ...]) -> tuple[dict[str, tuple[Check, ...]], tuple[Check, ...]]:
+    """Per resource the checks that can alert on it, in their order; and those for any other."""
+    named = {resource for check in checks for resource in _RESOURCES.get(check, ())}
+    table = {resource: tuple(c for c in checks if c not in _RESOURCES or resource in _RESOURCES[c])
+             for resource in named}
+    return table, tuple(c for c in checks if c not in _RESOURCES)
+
+
+_DISPATCH = {stage: _by_resource(checks) for stage, checks in _STAGE_CHECKS.items()}
 
 
 def review_event(ev: AuditEvent, ctx: ReviewContext) -> list[Alert]:
     """All stateless alerts for one event; duplicate suppression is the Reviewer's job."""
-    return [alert for check in _STAGE_CHECKS.get(ev.stage, ()) for alert in check(ev, ctx)]
+    dispatch = _DISPATCH.get(ev.stage)
+    if dispatch is None:
+        return []
+    table, anywhere = dispatch
+    return [alert for check in table.get(ev.resource, anywhere) for alert in check(ev, ctx)]
 
 
 class _BoundedKeys:

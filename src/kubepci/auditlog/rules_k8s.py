@@ -28,6 +28,7 @@ from kubepci.auditlog.rules_data import (
 )
 
 __all__ = [
+    "CHECK_RESOURCES",
     "COMPLETE_CHECKS",
     "PAST",
     "STARTED_CHECKS",
@@ -474,3 +475,16 @@ def _control_plane(ev: AuditEvent, ctx: ReviewContext) -> Iterator[Alert]:
 STARTED_CHECKS: tuple[Check, ...] = (_exec_attach, _forward_proxy, _secret_read)
 #: Checks that need the outcome: run at ResponseComplete only, like Falco's ``kevt`` macro.
 COMPLETE_CHECKS: tuple[Check, ...] = (_rbac, _activity, _credentials, _identity, _control_plane)
+
+#: The only ``objectRef.resource`` values each check can alert on: its own first lines return for
+#: any other. The reviewer uses this to skip checks (creating and running a dozen generators was a
+#: third of the review's cost); checks not listed run for every event. test_rules.py holds each
+#: entry to its check's code.
+CHECK_RESOURCES: Mapping[Check, frozenset[str]] = {
+    _exec_attach: frozenset({"pods"}),
+    _forward_proxy: frozenset({"pods", "services", "nodes"}),
+    _secret_read: frozenset({"secrets"}),
+    _rbac: _RBAC_RESOURCES,
+    _activity: frozenset(resource for resource, _ in _ACTIVITY),
+    _credentials: frozenset({"serviceaccounts", "secrets", "certificatesigningrequests"}),
+}

@@ -26,7 +26,7 @@ from kubepci.auditlog.rules_k8s import (
     user_alert,
 )
 
-__all__ = ["WORKLOAD_CHECKS"]
+__all__ = ["WORKLOAD_CHECKS", "WORKLOAD_RESOURCES"]
 
 
 def _repository(image: str) -> str:
@@ -214,3 +214,10 @@ def _in_cidrs(ip: str | None, cidrs: Sequence[str]) -> bool:
 
 #: Run at ResponseComplete only.
 WORKLOAD_CHECKS: tuple[Check, ...] = (_pod_spec, _ephemeral, _workload_meta, _exposure, _platform)
+#: As :data:`kubepci.auditlog.rules_k8s.CHECK_RESOURCES`, for these checks.
+WORKLOAD_RESOURCES: Mapping[Check, frozenset[str]] = {
+    _pod_spec: frozenset({"pods"}),
+    _ephemeral: frozenset({"pods"}),
+    _exposure: frozenset({"services", "ingresses", "configmaps"}),
+    _platform: frozenset({"namespaces", "nodes"}) | SYSTEM_LEVEL_RESOURCES,
+}

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from kubepci.auditlog.rules import Alert, Priority, ReviewContext, Reviewer
 from kubepci.auditlog.rules_data import parse_time
-from kubepci.auditlog.rules_k8s import AuditEvent
+from kubepci.auditlog.rules_k8s import CHECK_RESOURCES, AuditEvent
+from kubepci.auditlog.rules_workload import WORKLOAD_RESOURCES
 from kubepci.model import Severity
 
 SIDEKICK = Path("../shared/testdata/falcosidekick/falco_payload_examples.json")
@@ -918,10 +919,93 @@ def test_hostile_input_never_crashes_the_reviewer(
 
 def test_webhook_eventlist_items_without_kind_are_reviewed() -> None:
     """The apiserver's audit webhook sends EventList items without kind/apiVersion."""
-    from kubepci.auditlog.rules_k8s import AuditEvent
-
     item = {"level": "Metadata", "auditID": "a1", "stage": "ResponseComplete", "verb": "get",
             "user": {"username": "alice"}, "objectRef": {"resource": "secrets", "namespace": "payments"}}
     parsed = AuditEvent.parse(item)
     assert parsed is not None
     assert AuditEvent.parse({**item, "kind": 0}) is None
+
+
+# -- the reviewer's resource dispatch ---------------------------------------------------------
+
+_BODIES = (
+    None,
+    {"spec": {"containers": [{"name": "c", "image": "evil.example/x:1", "securityContext": {"privileged": True}}],
+              "hostNetwork": True, "hostPID": True, "volumes": [{"name": "v", "hostPath": {"path": "/etc"}}],
+              "ephemeralContainers": [{"name": "dbg", "image": "busybox"}]}},
+    {"rules": [{"verbs": ["*", "escalate"], "resources": ["*", "pods/exec"]}]},
+    {"roleRef": {"name": "cluster-admin"}, "subjects": [{"kind": "User", "name": "mallory"}]},
+    {"type": "kubernetes.io/service-account-token", "data": {"password": "x"}},
+    {"spec": {"type": "NodePort", "ports": [{"nodePort": 30000}]}},
+    {"spec": {"type": "LoadBalancer", "rules": []}},
+    {"data": {"db_password": "hunter2"}},
+)
+_PERMISSIVE = ReviewContext(
+    cde_namespaces=frozenset({"payments"}), allowed_users=frozenset({"bob"}), allowed_namespaces=frozenset(),
+    allowed_images=frozenset({"registry.example/ok"}), allowed_nodes=("node-*",), allowed_node_cidrs=("10.0.0.0/8",),
+    secret_readers={"*": ()},
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    verb=st.sampled_from(["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]),
+    sub=st.sampled_from([None, "exec", "attach", "portforward", "proxy", "token", "approval", "status",
+                         "ephemeralcontainers"]),
+    code=st.sampled_from([200, 201, 401, 403, 404, None]),
+    user=st.sampled_from(["alice", "system:anonymous", "admin", "system:serviceaccount:x:y", "mallory"]),
+    body=st.sampled_from(_BODIES),
+    ns=st.sampled_from([None, "payments", "kube-system", "kubepci"]),
+    name=st.sampled_from([None, "system:controller:x", "cluster-admin", "web"]),
+    stage=st.sampled_from(["ResponseStarted", "ResponseComplete"]),
+    resource=st.sampled_from(sorted({r for rs in CHECK_RESOURCES.values() for r in rs}
+                                    | {r for rs in WORKLOAD_RESOURCES.values() for r in rs}
+                                    | {"leases", "events", "endpoints", "widgets", ""})),
+)
+def test_a_check_never_alerts_on_a_resource_its_dispatch_entry_leaves_out(
+    verb: str, sub: str | None, code: int | None, user: str, body: Any, ns: str | None, name: str | None,
+    stage: str, resource: str,
+) -> None:
+    """The dispatch table is only an optimisation if every check really is silent elsewhere."""
+    raw = event(verb, resource, ns=ns, name=name, sub=sub, user=user, code=code, stage=stage, body=body,
+                groups=("system:masters",), annotations={"pod-security.kubernetes.io/audit-violations": "x"},
+                uri="/api/v1/x?command=sh")
+    ev = AuditEvent.parse(raw)
+    assert ev is not None
+    for check, resources in {**CHECK_RESOURCES, **WORKLOAD_RESOURCES}.items():
+        if resource in resources:
+            continue
+        for ctx in (ReviewContext(), _PERMISSIVE):
+            fired = [alert.check for alert in check(ev, ctx)]
+            assert not fired, f"{check.__name__} fired {fired} on resource {resource!r}, outside {sorted(resources)}"
+
+
+def test_the_dispatch_entries_are_not_vacuous() -> None:
+    """Each declared check does fire on one of its resources (so the test above tests something)."""
+    fired: set[str] = set()
+    for body in _BODIES:
+        for resource in {r for rs in (*CHECK_RESOURCES.values(), *WORKLOAD_RESOURCES.values()) for r in rs}:
+            for verb, sub, code in itertools.product(("get", "create", "update", "delete"),
+                                                     (None, "exec", "proxy", "token", "approval",
+                                                      "ephemeralcontainers"), (200, 201, 403)):
+                ev = AuditEvent.parse(event(verb, resource, ns="payments", name="web", sub=sub, code=code,
+                                            body=body, user="mallory"))
+                assert ev is not None
+                for check in (*CHECK_RESOURCES, *WORKLOAD_RESOURCES):
+                    if any(True for _ in check(ev, _PERMISSIVE)):
+                        fired.add(check.__name__)
+    assert fired == {c.__name__ for c in (*CHECK_RESOURCES, *WORKLOAD_RESOURCES)}
+
+
+@settings(max_examples=500)
+@given(st.integers(0, 9999), st.integers(0, 14), st.integers(0, 32), st.integers(0, 25), st.integers(0, 61),
+       st.integers(0, 61), st.integers(0, 999_999))
+def test_micro_time_fast_path_reads_what_the_general_parser_reads(
+    year: int, month: int, day: int, hour: int, minute: int, second: int, micros: int
+) -> None:
+    """MicroTime (``...123456Z``) skips the general RFC 3339 path; '+00:00' still takes that path."""
+    stamp = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{micros:06d}"
+    fast, general = parse_time(stamp + "Z"), parse_time(stamp + "+00:00")
+    assert fast == general
+    if fast is not None:
+        assert fast.utcoffset() == timedelta(0)
