@@ -171,7 +171,9 @@ def format_time(moment: dt.datetime) -> str:
     """Fixed-width UTC ``YYYY-MM-DDTHH:MM:SS.ffffffZ``: sorts as text, so stores compare it directly."""
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    m = moment.astimezone(dt.UTC)  # not strftime: glibc writes year 635 as "635", not "0635"
+    return (f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}."
+            f"{m.microsecond:06d}Z")
 
 
 def normalize_time(value: object) -> str | None:
@@ -208,8 +210,7 @@ def normalize_time(value: object) -> str | None:
 def _valid_date(text: str) -> bool:
     """The calendar check :func:`normalize_time` makes, for a value already in normalised form."""
     try:
-        dt.datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
-                    int(text[17:19]))
+        dt.datetime.fromisoformat(text)  # a tenth of the cost of building it from six int() calls
     except ValueError:
         return False
     return True
@@ -429,7 +430,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
+    return value if type(value) is dict or isinstance(value, dict) else {}
 
 
 def _payload_hash(raw: bytes) -> str:
@@ -446,41 +447,46 @@ def detect_kind(obj: Mapping[str, Any]) -> str | None:
 
 
 def _k8s_index(event: Mapping[str, Any]) -> IndexFields:
-    kind = event.get("kind", "Event")
+    get = event.get
+    kind = get("kind", "Event")
     if kind != "Event":
         raise EnvelopeError(f"not an audit Event (kind={kind!r})")
-    api_version = event.get("apiVersion")
+    api_version = get("apiVersion")
     if api_version is not None and not (isinstance(api_version, str) and api_version.startswith("audit.k8s.io/")):
         raise EnvelopeError(f"not an audit Event (apiVersion={api_version!r})")
-    audit_id, stage = event.get("auditID"), event.get("stage")
+    audit_id, stage = get("auditID"), get("stage")
     if not isinstance(audit_id, str) or not audit_id:
         raise EnvelopeError("audit Event without an auditID")
     if not isinstance(stage, str) or not stage:
         raise EnvelopeError("audit Event without a stage")
-    user = _mapping(event.get("user"))
-    ref = _mapping(event.get("objectRef"))
-    resource = _text(ref.get("resource"))
-    subresource = _text(ref.get("subresource"))
+    user = _mapping(get("user"))
+    ref = _mapping(get("objectRef"))
+    ips = get("sourceIPs")
+    # The apiserver lists X-Forwarded-For, then X-Real-Ip, then the peer: only the last is trustworthy.
+    texts = (user.get("username"), get("verb"), ref.get("resource"), ref.get("subresource"), ref.get("namespace"),
+             ref.get("name"), ips[-1] if type(ips) is list and ips else None, audit_id, stage)
+    # _text, with its common case (plain ASCII within bounds) inline: nine calls an event add up
+    user_name, verb, resource, subresource, namespace, name, source_ip, audit_id, stage = (
+        value if type(value) is str and value.isascii() and 0 < len(value) <= _MAX_INDEX_TEXT and "\x00" not in value
+        else _text(value) for value in texts
+    )
     if resource and subresource:
         resource = f"{resource}/{subresource}"
-    ips = event.get("sourceIPs")
-    # The apiserver lists X-Forwarded-For, then X-Real-Ip, then the peer: only the last is trustworthy.
-    source_ip = _text(ips[-1]) if isinstance(ips, list) and ips else None
     event_time = (
-        normalize_time(event.get("stageTimestamp"))
-        or normalize_time(event.get("requestReceivedTimestamp"))
-        or normalize_time(event.get("timestamp"))
+        normalize_time(get("stageTimestamp"))
+        or normalize_time(get("requestReceivedTimestamp"))
+        or normalize_time(get("timestamp"))
     )
     return IndexFields(
-        user=_text(user.get("username")),
-        verb=_text(event.get("verb")),
+        user=user_name,
+        verb=verb,
         resource=resource,
-        namespace=_text(ref.get("namespace")),
-        name=_text(ref.get("name")),
-        code=_code(_mapping(event.get("responseStatus")).get("code")),
+        namespace=namespace,
+        name=name,
+        code=_code(_mapping(get("responseStatus")).get("code")),
         source_ip=source_ip,
-        audit_id=_text(audit_id),
-        stage=_text(stage),
+        audit_id=audit_id,
+        stage=stage,
         event_time=event_time,
     )
 

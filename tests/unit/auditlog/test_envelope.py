@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import rfc8785
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kubepci.auditlog.envelope import (
@@ -262,3 +262,17 @@ def test_canonical_json_matches_rfc8785_on_edge_cases(value: object) -> None:
 def test_canonical_json_rejects_what_rfc8785_rejects(value: object) -> None:
     with pytest.raises(EnvelopeError, match="cannot canonicalise"):
         canonical_json(value)
+
+
+@settings(max_examples=500)
+@given(st.integers(0, 9999), st.integers(0, 14), st.integers(0, 32), st.integers(0, 25), st.integers(0, 61),
+       st.integers(0, 61), st.integers(0, 999_999))
+def test_normalised_times_take_the_fast_path_to_the_same_answer(
+    year: int, month: int, day: int, hour: int, minute: int, second: int, micros: int
+) -> None:
+    """A MicroTime is checked by ``fromisoformat`` only; '+00:00' goes through the general parser
+    and :func:`format_time`, which must keep the form fixed-width (year 635 is '0635')."""
+    stamp = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{micros:06d}"
+    fast, general = normalize_time(stamp + "Z"), normalize_time(stamp + "+00:00")
+    assert fast == general
+    assert fast in (None, stamp + "Z")
