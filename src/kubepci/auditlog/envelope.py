@@ -123,10 +123,6 @@ def _canonical_known(value: dict[str, Any] | list[Any]) -> bytes:
 _quote: Callable[[str], str] = json.encoder.encode_basestring
 
 
-def _q(value: str | None) -> str:
-    return "null" if value is None else _quote(value)
-
-
 def _envelope_bytes(
     source: str, received_at: str, payload_sha256: str, kind: str, ix: IndexFields, batch_id: str | None
 ) -> bytes:
@@ -139,14 +135,19 @@ def _envelope_bytes(
     code = ix.code
     if code is not None and (type(code) is not int or not -_SAFE_INT < code < _SAFE_INT):
         raise _NotPlain
+    audit_id, event_time, name, namespace, priority, resource, rule, source_ip, stage, user, verb = [
+        "null" if value is None else _quote(value)
+        for value in (ix.audit_id, ix.event_time, ix.name, ix.namespace, ix.priority, ix.resource, ix.rule,
+                      ix.source_ip, ix.stage, ix.user, ix.verb)
+    ]
     text = "".join((
         '{"batch_id":' + _quote(batch_id) + ',"index":{"audit_id":' if batch_id is not None
         else '{"index":{"audit_id":',
-        _q(ix.audit_id), ',"code":', "null" if code is None else str(code),
-        ',"event_time":', _q(ix.event_time), ',"name":', _q(ix.name), ',"namespace":', _q(ix.namespace),
-        ',"priority":', _q(ix.priority), ',"resource":', _q(ix.resource), ',"rule":', _q(ix.rule),
-        ',"source_ip":', _q(ix.source_ip), ',"stage":', _q(ix.stage), ',"user":', _q(ix.user),
-        ',"verb":', _q(ix.verb), '},"kind":', _quote(kind), ',"payload_sha256":', _quote(payload_sha256),
+        audit_id, ',"code":', "null" if code is None else str(code),
+        ',"event_time":', event_time, ',"name":', name, ',"namespace":', namespace,
+        ',"priority":', priority, ',"resource":', resource, ',"rule":', rule,
+        ',"source_ip":', source_ip, ',"stage":', stage, ',"user":', user,
+        ',"verb":', verb, '},"kind":', _quote(kind), ',"payload_sha256":', _quote(payload_sha256),
         ',"received_at":', _quote(received_at), ',"source":', _quote(source), ',"v":1}',
     ))
     try:
@@ -478,10 +479,10 @@ def _k8s_index(event: Mapping[str, Any]) -> IndexFields:
     texts = (user.get("username"), get("verb"), ref.get("resource"), ref.get("subresource"), ref.get("namespace"),
              ref.get("name"), ips[-1] if type(ips) is list and ips else None, audit_id, stage)
     # _text, with its common case (plain ASCII within bounds) inline: nine calls an event add up
-    user_name, verb, resource, subresource, namespace, name, source_ip, audit_id, stage = (
+    user_name, verb, resource, subresource, namespace, name, source_ip, audit_id, stage = [
         value if type(value) is str and value.isascii() and 0 < len(value) <= _MAX_INDEX_TEXT and "\x00" not in value
         else _text(value) for value in texts
-    )
+    ]
     if resource and subresource:
         resource = f"{resource}/{subresource}"
     event_time = (

@@ -117,7 +117,7 @@ def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
 
 
 def _strings(value: object) -> tuple[str, ...]:
-    return tuple(g for g in as_seq(value) if isinstance(g, str))
+    return tuple([g for g in as_seq(value) if isinstance(g, str)])
 
 
 def matches_any(value: str, patterns: Sequence[str] | frozenset[str]) -> bool:
@@ -176,25 +176,31 @@ class AuditEvent:
             if isinstance(ip, str):
                 source_ip = ip
                 break
+        # the common string fields, read as as_str would but without a call each (eleven an event)
+        verb, audit_id, username, user_agent, resource, subresource, api_group, namespace, request_uri = [
+            value if type(value) is str else as_str(value)
+            for value in (get("verb"), get("auditID"), user.get("username"), get("userAgent"), ref.get("resource"),
+                          ref.get("subresource"), ref.get("apiGroup"), ref.get("namespace"), get("requestURI"))
+        ]
         stamp = get("stageTimestamp") or get("requestReceivedTimestamp") or get("timestamp")
         return cls(
             stage=stage,
-            verb=as_str(get("verb")),
-            audit_id=as_str(get("auditID")) or None,
-            username=as_str(user.get("username")),
+            verb=verb,
+            audit_id=audit_id or None,
+            username=username,
             groups=_strings(user.get("groups")),
             impersonated_user=as_str(imp.get("username")) or None,
-            impersonated_groups=_strings(imp.get("groups")),
+            impersonated_groups=_strings(imp.get("groups")) if imp else (),
             source_ip=source_ip,
-            user_agent=as_str(get("userAgent")),
-            resource=as_str(ref.get("resource")),
-            subresource=as_str(ref.get("subresource")),
-            api_group=as_str(ref.get("apiGroup")),
-            namespace=as_str(ref.get("namespace")) or None,
+            user_agent=user_agent,
+            resource=resource,
+            subresource=subresource,
+            api_group=api_group,
+            namespace=namespace or None,
             name=name if isinstance(name, str) and name else None,
             generate_name=as_str(request_meta.get("generateName")),
             code=code if type(code) is int else None,
-            request_uri=as_str(get("requestURI")),
+            request_uri=request_uri,
             annotations=as_map(get("annotations")),
             request_object=request_object,
             timestamp=parse_time(stamp),
