@@ -183,6 +183,7 @@ class Reviewer:
         self._authz = _Burst(self.ctx.authz_failure_threshold, window, cap)
         self._reviews = _Burst(self.ctx.access_review_threshold, window, cap)
         self._scanners = _Burst(1, window, cap)
+        self._scanner_markers = tuple((marker, marker.lower()) for marker in self.ctx.scanner_user_agents)
         self._last_seen: OrderedDict[str, datetime] = OrderedDict()
         self._silent: dict[str, datetime] = {}
         self._metrics_seen: OrderedDict[str, datetime] = OrderedDict()
@@ -242,8 +243,8 @@ class Reviewer:
             message = f"{ev.username} asked {n} self access reviews within {window} (permission enumeration)"
             alerts.append(user_alert("D10.access_review_sweep", ev, message))
         agent = ev.user_agent.lower()
-        for marker in self.ctx.scanner_user_agents:
-            if marker.lower() in agent and self._scanners.hit(f"{ev.source_ip}|{marker}", at):
+        for marker, lowered in self._scanner_markers:
+            if lowered in agent and self._scanners.hit(f"{ev.source_ip}|{marker}", at):
                 message = f"{marker} user agent from {ev.source_ip} as {ev.username or 'unauthenticated'}"
                 alerts.append(user_alert("D10.scanner_user_agent", ev, message))
         return alerts
