@@ -61,7 +61,8 @@ def audited_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     signer = parse_skey(generate_keypair("kubepci.test/e2e/audit")[0])
     settings = IngestSettings(server_cert[0], server_cert[1], pki.ca_path, port=0, checkpoint_seconds=0.5)
     ingestor = Ingestor(Reviewer(ReviewContext(cde_namespaces=frozenset({NAMESPACE}))))
-    ingest = IngestServer(lambda: open_store(url), settings, load_sources(sources), signer=signer, ingestor=ingestor)
+    ingest = IngestServer(lambda: open_store(url), settings, load_sources(sources), signer=signer, ingestor=ingestor,
+                          append_worker_url=url)  # as `kubepci trail serve` runs
     ingest.start()
     kubeconfig = {
         "apiVersion": "v1", "kind": "Config",
