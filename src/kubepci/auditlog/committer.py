@@ -12,8 +12,8 @@ restart costs the requests in flight a 503, and the sender retries).
 
 With ``worker_url`` the appends themselves run in an :class:`~kubepci.auditlog.store.worker.AppendWorker`
 process, so the store's share of the work no longer competes with the ingest thread for the
-interpreter lock; this thread then only flattens each group and waits. Reads and checkpoints stay
-on this thread's own connection.
+interpreter lock; this thread then only sends each group's envelope and payload bytes and waits.
+Reads and checkpoints stay on this thread's own connection.
 
 The same thread signs a checkpoint every ``checkpoint_every`` new leaves or ``checkpoint_seconds``
 seconds, whichever comes first, and once more when stopped.

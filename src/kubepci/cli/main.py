@@ -114,11 +114,16 @@ def cli() -> None:
               help="With --cluster: read only these namespaces (repeatable; cluster-scoped objects are still read).")
 @click.option("--dump", "dumps", multiple=True, type=click.Path(dir_okay=False),
               help="A 'kubectl get ... -o json|yaml' dump to scan (repeatable; same as giving it as a PATH).")
+@click.option("--trail-store", help="Append the report's digest and the waiver changes seen to this audit trail "
+              "(default: trail.store in kubepci.yaml).")
+@click.option("--trail-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Sign a trail checkpoint after appending (default: trail.key in kubepci.yaml).")
 def scan(
     paths: Sequence[str], config_path: Path | None, waivers_path: Path | None, fmt: str, output_file: Path | None,
     report_dir: Path | None, details: bool, fail_on: str, strict: bool, values_files: Sequence[Path],
     set_values: Sequence[str], now_text: str | None, only_checks: Sequence[str], cluster: bool,
     kubeconfig: Path | None, kube_context: str | None, namespaces: Sequence[str], dumps: Sequence[str],
+    trail_store: str | None, trail_key: Path | None,
 ) -> None:
     """Scan manifests, Helm charts or Kustomize directories (PATHS; '-' reads stdin), or a live cluster."""
     from kubepci.cli import scan_cmd
@@ -134,7 +139,7 @@ def scan(
             output_file=output_file, report_dir=report_dir, details=details, fail_on=fail_on, strict=strict,
             values_files=tuple(values_files), set_values=tuple(set_values), now=_now(now_text),
             only_checks=tuple(only_checks), cluster=cluster, kubeconfig=kubeconfig, context=kube_context,
-            namespaces=tuple(namespaces),
+            namespaces=tuple(namespaces), trail_store=trail_store, trail_key=trail_key,
         )
     )
     sys.exit(code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from kubepci.inventory import Inventory
 from kubepci.inventory.loaders.manifests import LoadResult
 from kubepci.inventory.loaders.sources import SourceOptions, load_sources
 from kubepci.model import Severity
+from kubepci.model.report import Report
 from kubepci.reporters import FORMATS, write
 from kubepci.requirements import load_tree
 from kubepci.waivers import Waiver, load_waivers
@@ -44,6 +46,8 @@ class ScanArgs:
     kubeconfig: Path | None = None
     context: str | None = None
     namespaces: tuple[str, ...] = ()  # limit the live read to these namespaces
+    trail_store: str | None = None  # append the report digest and waiver changes here
+    trail_key: Path | None = None  # and sign a checkpoint with this key
 
 
 def _config(args: ScanArgs) -> Config:
@@ -152,9 +156,40 @@ def _run_scan(args: ScanArgs) -> int:
     else:
         write(report, args.fmt, sys.stdout.buffer)
         sys.stdout.flush()
+    store_url = args.trail_store or config.trail_store
+    if store_url:
+        _record_in_trail(args, config, report, waivers, waivers_file, store_url)
     if args.strict and report.unreadable:
         return 3
     return report.exit_code
+
+
+def _record_in_trail(args: ScanArgs, config: Config, report: Report, waivers: tuple[Waiver, ...],
+                     waivers_file: Path | None, store_url: str) -> None:
+    """The report's digest and the waiver changes since the trail last saw them, as leaves."""
+    import getpass
+    import io
+
+    from kubepci.auditlog.evidence import record_scan
+    from kubepci.auditlog.store import open_store
+    from kubepci.auditlog.trail import Trail, load_signer
+
+    buffer = io.BytesIO()
+    write(report, "json", buffer)  # the bytes of a JSON report of this run, so its digest matches
+    key = args.trail_key or config.trail_key
+    signer = load_signer(key) if key is not None else None
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, as in many containers
+        user = f"uid {os.getuid()}"
+    with open_store(store_url) as store:
+        done = record_scan(store, buffer.getvalue(), [w.to_dict() for w in waivers], today=args.now.date(),
+                           actor=f"{user} (kubepci scan)", at=dt.datetime.now(dt.UTC),
+                           waivers_source=str(waivers_file or ""))
+        checkpoint = Trail(store, signer).checkpoint() if signer is not None else None
+    changes = ", ".join(f"{action} {waiver_id}" for action, waiver_id, _ in done.changes) or "none"
+    signed = f"; checkpoint at size {checkpoint.splitlines()[1]}" if checkpoint else ""
+    sys.stderr.write(f"trail: scan digest is leaf {done.scan_leaf}; waiver changes: {changes}{signed}\n")
 
 
 def _suffix(fmt: str) -> str:

@@ -8,7 +8,7 @@ the two costs rather than the larger one. Here a child process owns the write co
 server sends each group commit as one frame of bytes and waits for the leaf indices without
 holding the lock.
 
-The protocol, on the child's stdin and stdout, is frames of a 4-byte little-endian length and a
+The protocol, on the child's stdin and stdout, is frames of an 8-byte little-endian length and a
 ``marshal`` body:
 
 * first the store URL goes to the child (not on its command line, where ``ps`` would show a
@@ -42,7 +42,7 @@ from kubepci.auditlog.store import StoreError
 
 __all__ = ["AppendWorker", "main"]
 
-_HEADER = struct.Struct("<I")
+_HEADER = struct.Struct("<Q")
 
 
 def _write_frame(stream: IO[bytes], value: Any) -> None:
