@@ -252,7 +252,10 @@ def _fast_verify(store: BulkReader, head: int) -> tuple[_Scan, int] | None:
     size = 1 << _CHUNK_LEVEL
     if head >= _PARALLEL_MIN_LEAVES and isinstance(url, str):
         spans = [(first, min(head, first + size)) for first in range(0, head, size)]
-        workers = min(len(spans), os.cpu_count() or 1, 4)
+        # one reader more than cores: a trail larger than the page cache is read from disk, and the
+        # extra process computes while another waits (10M leaves from a cold cache on 2 cores: 59.7 s
+        # with 2 processes, 55.9 s with 3, 56.0 s with 4; 44.7 vs 44.3 s when cached)
+        workers = min(len(spans), (os.cpu_count() or 1) + 1, 4)
         context = multiprocessing.get_context("spawn")  # no fork of a threaded server process
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
             chunks = list(pool.map(_chunk_job, *zip(*[(url, a, b, head) for a, b in spans], strict=True)))
