@@ -225,6 +225,11 @@ class Reviewer:
     def _windowed(self, ev: AuditEvent) -> list[Alert]:
         if ev.code is None or ev.timestamp is None:
             return []
+        agent = ev.user_agent.lower()
+        scanners = [marker for marker, lowered in self._scanner_markers if lowered in agent]
+        sweep = ev.resource in _ACCESS_REVIEWS and ev.verb == "create"
+        if not (ev.code == 401 or (ev.code == 403 and ev.username) or sweep or scanners):
+            return []  # counts towards no burst (most events): not worth remembering either
         if ev.audit_id is not None and not self._counted.add(ev.audit_id):
             return []  # the same request seen at a second stage, or re-delivered by the webhook
         at, window = ev.timestamp, _duration(self.ctx.burst_window)
@@ -238,13 +243,12 @@ class Reviewer:
             last = f"{ev.verb} {ev.target} {ev.where}"
             message = f"{n} requests by {ev.username} forbidden within {window} (last: {last})"
             alerts.append(user_alert("D10.authz_failure_burst", ev, message))
-        if ev.resource in _ACCESS_REVIEWS and ev.verb == "create" and self._reviews.hit(ev.username, at):
+        if sweep and self._reviews.hit(ev.username, at):
             n = self.ctx.access_review_threshold
             message = f"{ev.username} asked {n} self access reviews within {window} (permission enumeration)"
             alerts.append(user_alert("D10.access_review_sweep", ev, message))
-        agent = ev.user_agent.lower()
-        for marker, lowered in self._scanner_markers:
-            if lowered in agent and self._scanners.hit(f"{ev.source_ip}|{marker}", at):
+        for marker in scanners:
+            if self._scanners.hit(f"{ev.source_ip}|{marker}", at):
                 message = f"{marker} user agent from {ev.source_ip} as {ev.username or 'unauthenticated'}"
                 alerts.append(user_alert("D10.scanner_user_agent", ev, message))
         return alerts
@@ -309,6 +313,12 @@ class Reviewer:
 
     def note_source(self, source: str, at: datetime) -> list[Alert]:
         """Record that ``source`` delivered something at ``at``; reports the end of a silence."""
+        previous = self._last_seen.get(source)
+        if previous is not None and source not in self._silent:  # the common case: one dict write
+            if at > previous:
+                self._last_seen[source] = at
+            self._last_seen.move_to_end(source)
+            return []
         alerts: list[Alert] = []
         silent_since = self._silent.pop(source, None)
         if silent_since is not None:
