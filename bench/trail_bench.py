@@ -16,16 +16,18 @@ The 10M-leaf store is built once through the real ``append_batch`` path (same en
 nodes, same indexes as production) into ``~/.cache/kubepci/trail-bench`` and reused. The machine
 is shared and busy at times: the load average is printed with each figure.
 
-Figures of 2026-11-27 on the project's 2-core VM, shared with other sessions (load average 1-3):
+Figures of 2026-11-28 on the project's 2-core VM, shared with other sessions (load average 1-2.5):
 
-- per event, CPU: split+parse 9.5 us, envelope 12.8 us (was ~28 us), review 24.7 us;
-  SQLite append in groups of 400: 28.5 us wall
-- ingest, 100,000 events of 1.5 KB: SQLite 21,100-21,500 events/s (review off), 10,300 (review on);
-  PostgreSQL 15 with fsync 18,600 (review off), 9,800 (review on)
-- HTTP, 4 senders over mTLS, server reviewing: 7,600-8,200 events/s; p50 ~200 ms, p99 ~300 ms per 400 events
-- 10M leaves (34.3 GB; built in 1,128 s): inclusion proof generate+verify median 205 us, p99 495 us;
-  full ``Trail.prove`` bundle 346 us; full verify 55.3 s at load 2.1 (80.1 s at load 2.6), i.e.
-  two worker processes at ~125,000 leaves/s each, against 52,000 leaves/s leaf by leaf
+- per event, CPU: split+parse 7.9 us (about 4 within a body), envelope 10.8 us, review 12.7 us;
+  SQLite append in groups of 400 38 us wall (in process; ``trail serve`` appends in its worker)
+- ingest, 100,000 events of 1.5 KB, 8 bodies in flight, appends in the worker process:
+  SQLite 32,200-35,500 events/s (review off), 19,200-22,300 (review on, 25% of events raise an
+  alert leaf); PostgreSQL 15 with fsync 17,500-19,700 (off), 11,300-15,300 (on)
+- HTTP, 4 senders over mTLS on the same 2 cores, server reviewing: 17,100-17,800 events/s;
+  p50 87 ms, p99 141-166 ms per 400 events
+- 10M leaves (28.8 GB with 16 KiB pages; built in 683 s): inclusion proof generate+verify median
+  226 us, p99 485 us; full ``Trail.prove`` bundle 347 us; full verify 44.3 s with the store mostly
+  in the page cache, 55.9 s from a cold cache (disk-bound: ~500 MB/s read), with 3 processes
 """
 
 from __future__ import annotations
