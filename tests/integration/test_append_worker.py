@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 from kubepci.auditlog import merkle
 from kubepci.auditlog.checkpoint import NoteSigner
-from kubepci.auditlog.committer import GroupCommitter
+from kubepci.auditlog.committer import CommitStats, GroupCommitter
 from kubepci.auditlog.envelope import format_time
 from kubepci.auditlog.store import SearchQuery, StoreError, open_store
 from kubepci.auditlog.store._common import entry_values, values_from_envelope
@@ -188,3 +189,26 @@ def test_group_committer_with_a_worker_signs_what_the_worker_appended(backend: B
         latest = store.latest_checkpoint()
         assert latest is not None
         assert latest.size == 250
+
+
+@pytest.mark.parametrize(("max_group_bytes", "groups"), [(64 << 20, [30]), (1, [1] * 30)])
+def test_group_commits_stop_at_the_byte_bound(tmp_path: Path, max_group_bytes: int, groups: list[int]) -> None:
+    """A group is one transaction and one frame to the worker, so it is bounded in bytes as well as
+    in entries (audit events can be large when the apiserver does not truncate them)."""
+    url = f"sqlite://{tmp_path}/trail.db"
+    stats: list[CommitStats] = []
+    entries = k8s_entries(60, NOW)
+    committer = GroupCommitter(lambda: open_store(url), worker_url=url, max_group_bytes=max_group_bytes,
+                               on_commit=stats.append)
+    committer.start()
+    release = threading.Event()
+    try:
+        blocked = committer.call(lambda _trail: release.wait(30))  # every job below queues up behind this
+        futures = [committer.submit(entries[first : first + 2]) for first in range(0, 60, 2)]
+        release.set()
+        assert blocked.result(30) is True
+        assert [list(f.result(30).indices) for f in futures] == [[n, n + 1] for n in range(0, 60, 2)]
+    finally:
+        release.set()
+        committer.stop()
+    assert [stat.jobs for stat in stats] == groups

@@ -89,6 +89,7 @@ class GroupCommitter:
         checkpoint_every: int = 10_000,
         checkpoint_seconds: float = 60.0,
         max_group_entries: int = 20_000,
+        max_group_bytes: int = 64 << 20,
         on_commit: Callable[[CommitStats], None] | None = None,
         on_checkpoint: Callable[[int], None] | None = None,
         worker_url: str | None = None,
@@ -100,6 +101,7 @@ class GroupCommitter:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self.max_group_entries = max_group_entries
+        self.max_group_bytes = max_group_bytes
         self._on_commit = on_commit
         self._on_checkpoint = on_checkpoint
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -205,7 +207,7 @@ class GroupCommitter:
                 self._maybe_checkpoint()
                 continue
             jobs: list[_Job] = []
-            count = 0
+            count = size = 0
             item = first
             while True:
                 if item is _STOP:
@@ -213,8 +215,9 @@ class GroupCommitter:
                     break
                 jobs.append(item)
                 count += len(item.entries)
-                if count >= self.max_group_entries:
-                    break
+                size += sum(len(entry.raw) for entry in item.entries)
+                if count >= self.max_group_entries or size >= self.max_group_bytes:
+                    break  # the group is one transaction and, with a worker, one frame in memory
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
