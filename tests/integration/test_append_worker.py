@@ -212,3 +212,25 @@ def test_group_commits_stop_at_the_byte_bound(tmp_path: Path, max_group_bytes: i
         release.set()
         committer.stop()
     assert [stat.jobs for stat in stats] == groups
+
+
+def test_a_worker_that_died_while_idle_is_replaced_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url = f"sqlite://{tmp_path}/trail.db"
+    committer = GroupCommitter(lambda: open_store(url), worker_url=url)
+    committer.start()
+    try:
+        entries = k8s_entries(4, NOW)
+        assert list(committer.submit(entries[:2]).result(30).indices) == [0, 1]
+        worker = committer._worker
+        assert worker is not None
+        assert worker._proc is not None
+        dead = worker._proc.pid
+        worker._proc.kill()
+        worker._proc.wait()
+        with caplog.at_level("WARNING", logger="kubepci.trail.worker"):
+            assert list(committer.submit(entries[2:]).result(30).indices) == [2, 3]
+        assert f"trail append worker {dead} exited with code -9 while idle" in caplog.text
+        assert worker._proc is not None
+        assert worker._proc.pid != dead
+    finally:
+        committer.stop()

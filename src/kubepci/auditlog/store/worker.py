@@ -28,6 +28,7 @@ retry is deduplicated by the store.
 
 from __future__ import annotations
 
+import logging
 import marshal
 import signal
 import struct
@@ -42,6 +43,7 @@ from kubepci.auditlog.store import StoreError
 
 __all__ = ["AppendWorker", "main"]
 
+_LOG = logging.getLogger("kubepci.trail.worker")
 _HEADER = struct.Struct("<Q")
 
 
@@ -82,6 +84,9 @@ class AppendWorker:
 
     def start(self) -> int:
         """Start the child and open the store in it; returns the tree size. Raises StoreError."""
+        if self._proc is not None and self._proc.poll() is not None:
+            _LOG.warning("trail append worker %d exited with code %s while idle; starting a new one",
+                         self._proc.pid, self._proc.returncode)
         self.close()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "kubepci.auditlog.store.worker"],
