@@ -104,10 +104,10 @@ def plan_nodes(
 ) -> list[tuple[int, int, bytes]]:
     """Interior nodes (level >= 1) completed by appending ``leaf_hashes`` to a tree of ``size``.
 
-    The walk of :func:`~kubepci.auditlog.merkle.nodes_completed_by_append`, on a dict of the
-    frontier and the nodes this batch made (the store's append worker runs it for every leaf; the
-    reader abstraction cost it 3 us a leaf). test_store_conformance.py checks the stored nodes
-    against a reference tree.
+    The walk of :func:`~kubepci.auditlog.merkle.nodes_completed_by_append`, directly on a dict of
+    the frontier and the nodes this batch made, without a reader object per leaf (the append
+    worker runs it for every leaf). test_store_conformance.py checks the stored nodes against a
+    reference tree.
     """
     nodes = dict(frontier)
     planned: list[tuple[int, int, bytes]] = []
