@@ -49,7 +49,6 @@ ENTRY_COLUMNS = (
     "event_time", "rule", "priority",
 )
 
-Row = tuple[object, ...]
 #: What a store appends per leaf: the :data:`ENTRY_COLUMNS` after ``seq``, then the raw payload.
 #: Plain bytes, str, int and None only, so a batch crosses to the append worker process as one
 #: ``marshal`` frame (see :mod:`kubepci.auditlog.store.worker`).
