@@ -49,9 +49,9 @@ ENTRY_COLUMNS = (
     "event_time", "rule", "priority",
 )
 
-#: What a store appends per leaf: the :data:`ENTRY_COLUMNS` after ``seq``, then the raw payload.
-#: Plain bytes, str, int and None only, so a batch crosses to the append worker process as one
-#: ``marshal`` frame (see :mod:`kubepci.auditlog.store.worker`).
+#: What a store appends per leaf: the :data:`ENTRY_COLUMNS` after ``seq``, then the raw payload
+#: (from an entry: :func:`entry_values`; in the append worker, from the envelope bytes:
+#: :func:`values_from_envelope`).
 LeafValues = tuple[Any, ...]
 LEAF_HASH, DEDUPE_KEY, RECEIVED_AT, RAW = 0, 2, 5, len(ENTRY_COLUMNS) - 1
 
