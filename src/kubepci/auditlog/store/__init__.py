@@ -110,8 +110,8 @@ class TrailStore(Protocol):
         ...
 
     def append_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[int]:
-        """:meth:`append_batch` for entries flattened by ``_common.entry_values`` (plain values only,
-        which is what the append worker process receives)."""
+        """:meth:`append_batch` for entries already flattened to plain values (``_common.entry_values``,
+        or ``values_from_envelope`` in the append worker process)."""
         ...
 
     def size(self) -> int: ...
