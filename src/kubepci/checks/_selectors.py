@@ -125,6 +125,9 @@ class LabelSelector:
             return cls()
         if not isinstance(raw, Mapping):
             raise SelectorError(f"selector must be a mapping, got {type(raw).__name__}")
+        unknown = set(raw) - {"matchLabels", "matchExpressions"}
+        if unknown:  # a typo such as `matchLabel` would otherwise read as {}: every pod
+            raise SelectorError(f"unknown label selector field(s): {', '.join(sorted(map(str, unknown)))}")
         reqs: list[Requirement] = []
         match_labels = raw.get("matchLabels")
         if match_labels is not None:
