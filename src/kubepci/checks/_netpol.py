@@ -13,10 +13,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubepci.checks._selectors import CalicoSelector, LabelSelector, Requirement, SelectorError, namespace_labels
 from kubepci.checks._util import mapping
 from kubepci.inventory import WORKLOAD_KINDS, Inventory, NamespaceInfo, Workload, workload_of
 from kubepci.model import Resource
+from kubepci.selectors import CalicoSelector, LabelSelector, Requirement, SelectorError, namespace_labels
 
 __all__ = [
     "K8S_GROUPS",

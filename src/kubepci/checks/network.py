@@ -29,10 +29,10 @@ from kubepci.checks._netpol import (
     spec_of,
 )
 from kubepci.checks._registry import CheckContext, check
-from kubepci.checks._selectors import LabelSelector, SelectorError, selects
 from kubepci.checks._util import mapping
 from kubepci.inventory import WORKLOAD_KINDS, Inventory, NamespaceInfo, Workload, workload_of
 from kubepci.model import Enforcement, Resource, Severity, Violation
+from kubepci.selectors import LabelSelector, SelectorError, selects
 
 __all__: list[str] = []
 

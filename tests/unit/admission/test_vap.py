@@ -22,13 +22,13 @@ from kubepci.admission.vap import (
     variables_for,
 )
 from kubepci.checks import default_catalog
-from kubepci.checks._selectors import selects
 from kubepci.checks.images import registry_allowed
 from kubepci.cli.admission_vap_cmd import export_vap
 from kubepci.config import CheckOverride, Config, ScopeRule, parse_config
 from kubepci.inventory import Inventory, workload_of
 from kubepci.model import Enforcement, Resource, ResourceRef, Scope, SourceLocation
 from kubepci.scope import compute_scope
+from kubepci.selectors import selects
 
 CATALOG = default_catalog()
 CEL_IDS = sorted(c.id for c in CATALOG if c.meta.cel)

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from kubepci.analyzers.netpol.bind import project_labels
 from kubepci.analyzers.netpol.engine import compile_inventory
-from kubepci.analyzers.netpol.selectors import LabelSelector, Requirement
 from kubepci.config import parse_config
 from kubepci.inventory import Inventory
 from kubepci.model import Resource, ResourceRef, SourceLocation
+from kubepci.selectors import LabelSelector, Requirement
 
 _KEYS = st.sampled_from(["app", "tier", "team", "version"])
 _VALUES = st.sampled_from(["a", "b", "c", "d"])

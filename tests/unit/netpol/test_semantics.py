@@ -128,7 +128,7 @@ def test_item5_invalid_selector_drops_the_policy_with_a_diagnostic() -> None:
     diag = next(d for d in model.diagnostics if d.code == "policy-invalid")
     assert diag.resource is not None
     assert diag.resource.name == "bad"
-    assert "needs at least one value" in diag.message
+    assert "values must be non-empty for operator In" in diag.message
 
 
 def test_item6_ipblock_cidr_minus_except_over_zones_and_ipv6() -> None:

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from kubepci.analyzers.netpol.ipset import IPAtoms, IPSet, format_range, parse_ip
 from kubepci.analyzers.netpol.ports import PortSet
-from kubepci.analyzers.netpol.selectors import LabelIndex, LabelSelector, SelectorError
+from kubepci.analyzers.netpol.selectors import LabelIndex
+from kubepci.selectors import LabelSelector, SelectorError
 
 _ranges = st.lists(st.tuples(st.sampled_from(["TCP", "UDP", "SCTP"]), st.integers(1, 200), st.integers(0, 20)),
                    max_size=4)
@@ -73,10 +74,11 @@ def test_selector_semantics_and_validation() -> None:
     assert not sel.matches({})
     assert LabelSelector.parse({}).matches({"anything": "x"})
     assert LabelSelector.parse({"matchExpressions": [{"key": "k", "operator": "DoesNotExist"}]}).matches({})
-    for bad, msg in (({"matchExpressions": [{"key": "k", "operator": "In", "values": []}]}, "at least one"),
-                     ({"matchExpressions": [{"key": "k", "operator": "Exists", "values": ["v"]}]}, "no values"),
+    for bad, msg in (({"matchExpressions": [{"key": "k", "operator": "In", "values": []}]}, "non-empty"),
+                     ({"matchExpressions": [{"key": "k", "operator": "Exists", "values": ["v"]}]}, "must be empty"),
                      ({"matchExpressions": [{"key": "k", "operator": "Gt", "values": ["1"]}]}, "operator"),
-                     ({"matchLabels": {"k": 1}}, "string"), ({"podSelector": {}}, "unknown")):
+                     ({"matchLabels": {"k": 1}}, "invalid label value 1"), ({"podSelector": {}}, "unknown"),
+                     ({"matchLabels": {"k8s:app": "web"}}, "invalid label key")):
         with pytest.raises(SelectorError, match=msg):
             LabelSelector.parse(bad)
     assert str(sel) == "app=web,tier notin (db)"

@@ -24,8 +24,8 @@ from kubepci.analyzers.netpol.ir import (
     parse_selector,
 )
 from kubepci.analyzers.netpol.ports import PortSet
-from kubepci.analyzers.netpol.selectors import LabelSelector
 from kubepci.model import Resource
+from kubepci.selectors import LabelSelector
 
 __all__ = ["admin_policy"]
 

@@ -21,7 +21,8 @@ from kubepci.analyzers.netpol.endpoints import EndpointClass, Member, NamedPorts
 from kubepci.analyzers.netpol.ipset import IPAtoms, IPSet, format_range
 from kubepci.analyzers.netpol.partition import Entry
 from kubepci.analyzers.netpol.ports import PROTOCOLS, PortSet
-from kubepci.analyzers.netpol.selectors import LabelIndex, LabelSelector
+from kubepci.analyzers.netpol.selectors import LabelIndex
+from kubepci.selectors import LabelSelector
 
 __all__ = ["OTHER_VALUE", "Binding", "BoundRule", "ClassKey", "Signature", "Vocabulary", "member_class_key",
            "project_labels", "resolve_named", "selector_vocabulary"]

@@ -32,8 +32,8 @@ from kubepci.analyzers.netpol.ir import (
 )
 from kubepci.analyzers.netpol.model import Diagnostic
 from kubepci.analyzers.netpol.ports import PortSet
-from kubepci.analyzers.netpol.selectors import LabelSelector, SelectorError
 from kubepci.model import Resource
+from kubepci.selectors import LabelSelector, SelectorError
 
 __all__ = [
     "CompiledPolicies",
@@ -186,7 +186,7 @@ def _foreign(res: Resource, engine: str) -> ForeignPolicy:
     spec = res.body.get("spec")
     if engine == "cilium" and isinstance(spec, Mapping) and "endpointSelector" in spec and namespace:
         try:
-            sel = LabelSelector.parse(spec["endpointSelector"], key_prefixes=("k8s:", "any:"))
+            sel = LabelSelector.parse(spec["endpointSelector"], strict=False, key_prefixes=("k8s:", "any:"))
         except SelectorError:
             sel = None
         # keys Cilium derives itself cannot be matched against manifest labels: mark the whole namespace

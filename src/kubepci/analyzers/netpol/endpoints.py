@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubepci.analyzers.netpol.ipset import IPAtoms, IPSet, parse_ip
-from kubepci.analyzers.netpol.selectors import NAMESPACE_NAME_LABEL
 from kubepci.inventory import Inventory, Workload
 from kubepci.model import ResourceRef
+from kubepci.selectors import NAMESPACE_NAME_LABEL
 
 __all__ = [
     "EndpointClass",

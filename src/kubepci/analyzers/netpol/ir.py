@@ -12,8 +12,8 @@ from typing import Any
 from kubepci.analyzers.netpol.ipset import IPSet
 from kubepci.analyzers.netpol.model import Diagnostic
 from kubepci.analyzers.netpol.ports import PROTOCOLS, PortSet
-from kubepci.analyzers.netpol.selectors import LabelSelector, SelectorError
 from kubepci.model import Resource
+from kubepci.selectors import LabelSelector, SelectorError
 
 __all__ = [
     "ALL_PORTS",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubepci.checks._selectors import (
+from kubepci.selectors import (
     NAMESPACE_NAME_LABEL,
     CalicoSelector,
     LabelSelector,
@@ -303,3 +303,23 @@ def test_calico_partial_evaluation_uses_kleene_logic() -> None:
     assert ev("ns == 'payments' || app == 'x'") is True
     assert ev("ns == 'shop' || app == 'x'") is None
     assert ev("ns == 'shop' || ns != 'payments'") is False
+
+
+def test_equal_selectors_parse_equal_whatever_the_order() -> None:
+    """The netpol analyzer caches per selector and keys its label vocabulary on them."""
+    a = LabelSelector.parse({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a", "b"]},
+                                                  {"key": "app", "operator": "Exists"}]})
+    b = LabelSelector.parse({"matchExpressions": [{"key": "app", "operator": "Exists"},
+                                                  {"key": "tier", "operator": "In", "values": ["a", "b"]}]})
+    assert a == b
+    assert hash(a) == hash(b)
+    assert str(a) == "app,tier in (a,b)"
+
+
+def test_cilium_keys_lose_their_source_prefix() -> None:
+    raw = {"matchLabels": {"k8s:app": "web", "any:tier": "fe"}}
+    sel = LabelSelector.parse(raw, strict=False, key_prefixes=("k8s:", "any:"))
+    assert sel.matches({"app": "web", "tier": "fe"})
+    assert not sel.matches({"app": "web"})
+    with pytest.raises(SelectorError, match="invalid label key 'k8s:app'"):
+        LabelSelector.parse(raw)  # not a Kubernetes label key

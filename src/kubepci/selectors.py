@@ -1,4 +1,5 @@
-"""Label selectors as Kubernetes and Calico evaluate them, for checks and the netpol analyzer.
+"""Label selectors as Kubernetes and Calico evaluate them: the one implementation the checks, the
+admission webhook and the netpol analyzer share.
 
 Two dialects live here because network segmentation is written in both:
 
@@ -24,7 +25,7 @@ which a missing selector means something else (a NetworkPolicy peer without
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,11 +116,13 @@ class LabelSelector:
     requirements: tuple[Requirement, ...] = ()
 
     @classmethod
-    def parse(cls, raw: Any, *, strict: bool = True) -> LabelSelector:
+    def parse(cls, raw: Any, *, strict: bool = True, key_prefixes: Sequence[str] = ()) -> LabelSelector:
         """Validate like the API server; raises SelectorError naming the offending field.
 
         ``strict=False`` skips the key/value syntax rules (operators and value counts are still
-        checked) for CRDs such as Cilium's whose keys carry source prefixes like ``k8s:``.
+        checked) for CRDs such as Cilium's whose keys carry source prefixes like ``k8s:``;
+        ``key_prefixes`` are stripped from keys first (Cilium's ``k8s:app`` is the pod label ``app``).
+        Equal selectors parse equal: values and requirements are sorted and deduplicated.
         """
         if raw is None:
             return cls()
@@ -128,25 +131,25 @@ class LabelSelector:
         unknown = set(raw) - {"matchLabels", "matchExpressions"}
         if unknown:  # a typo such as `matchLabel` would otherwise read as {}: every pod
             raise SelectorError(f"unknown label selector field(s): {', '.join(sorted(map(str, unknown)))}")
-        reqs: list[Requirement] = []
+        reqs: set[Requirement] = set()
         match_labels = raw.get("matchLabels")
         if match_labels is not None:
             if not isinstance(match_labels, Mapping):
                 raise SelectorError("matchLabels must be a mapping of label key to value")
             for key, value in match_labels.items():
+                key = _strip(key, key_prefixes)
                 if not _valid_key(key, strict):
                     raise SelectorError(f"matchLabels: invalid label key {key!r}")
                 if not _valid_value(value, strict):
                     raise SelectorError(f"matchLabels[{key}]: invalid label value {value!r}")
-                reqs.append(Requirement(key, "In", (value,)))
+                reqs.add(Requirement(key, "In", (value,)))
         exprs = raw.get("matchExpressions")
         if exprs is not None:
             if not isinstance(exprs, list):
                 raise SelectorError("matchExpressions must be a list")
             for i, expr in enumerate(exprs):
-                reqs.append(_expression(expr, i, strict))
-        reqs.sort(key=lambda r: r.key)
-        return cls(tuple(reqs))
+                reqs.add(_expression(expr, i, strict, key_prefixes))
+        return cls(tuple(sorted(reqs, key=lambda r: (r.key, r.operator, r.values))))
 
     @property
     def empty(self) -> bool:
@@ -173,11 +176,19 @@ class LabelSelector:
         return ",".join(str(r) for r in self.requirements)
 
 
-def _expression(expr: Any, index: int, strict: bool) -> Requirement:
+def _strip(key: Any, prefixes: Sequence[str]) -> Any:
+    if isinstance(key, str):
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                return key[len(prefix):]
+    return key
+
+
+def _expression(expr: Any, index: int, strict: bool, key_prefixes: Sequence[str] = ()) -> Requirement:
     where = f"matchExpressions[{index}]"
     if not isinstance(expr, Mapping):
         raise SelectorError(f"{where} must be a mapping")
-    key, op, values = expr.get("key"), expr.get("operator"), expr.get("values")
+    key, op, values = _strip(expr.get("key"), key_prefixes), expr.get("operator"), expr.get("values")
     if not _valid_key(key, strict):
         raise SelectorError(f"{where}: invalid label key {key!r}")
     if op not in OPERATORS:
@@ -193,7 +204,7 @@ def _expression(expr: Any, index: int, strict: bool) -> Requirement:
     for v in values:
         if not _valid_value(v, strict):
             raise SelectorError(f"{where}: invalid label value {v!r}")
-    return Requirement(str(key), op, tuple(values))
+    return Requirement(str(key), op, tuple(sorted(set(values))))
 
 
 def selector_matches(raw: Any, labels: Mapping[str, Any]) -> bool:
