@@ -89,9 +89,8 @@ def _jcs_subset(value: object) -> bool:
             continue
         if kind is dict:
             for key, member in item.items():  # type: ignore[attr-defined]
-                if type(key) is not str or not key.isascii():
-                    if not (isinstance(key, str) and key.isascii()):
-                        return False
+                if not (isinstance(key, str) and key.isascii()):
+                    return False
                 if type(member) is not str and member is not None:
                     stack.append(member)
         elif kind is list:

@@ -102,11 +102,11 @@ def as_seq(value: object) -> Sequence[Any]:
 
 
 def as_str(value: object) -> str:
-    return value if type(value) is str or isinstance(value, str) else ""
+    return value if isinstance(value, str) else ""
 
 
 @functools.lru_cache(maxsize=256)
-def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+def _matcher(patterns: tuple[str, ...] | frozenset[str]) -> Callable[[str], bool]:
     """``value`` equals one of ``patterns`` or matches it as a :func:`fnmatch.fnmatchcase` glob,
     with every glob compiled into one regular expression once."""
     exact = frozenset(patterns)
@@ -122,8 +122,7 @@ def _strings(value: object) -> tuple[str, ...]:
 
 def matches_any(value: str, patterns: Sequence[str] | frozenset[str]) -> bool:
     """True when ``value`` equals or glob-matches one of ``patterns``."""
-    key = tuple(sorted(patterns)) if isinstance(patterns, frozenset) else tuple(patterns)
-    return _matcher(key)(value)
+    return _matcher(patterns if isinstance(patterns, frozenset) else tuple(patterns))(value)
 
 
 @dataclass(slots=True)
